@@ -1,0 +1,41 @@
+# The way in: `make repro` runs the pipeline, `make test` runs every test.
+# Both create .venv and install the pinned requirements on first use.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(abspath $(VENV))/bin
+STAMP := $(VENV)/.installed
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: help install repro test test-fast lint format clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+$(STAMP): requirements.txt pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt -e .
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the pinned requirements
+
+repro: $(STAMP)  ## run the whole pipeline (dvc repro)
+	dvc repro
+
+test: $(STAMP)  ## run all tests, slow end-to-end ones included
+	pytest
+
+test-fast: $(STAMP)  ## run the fast tests only
+	pytest -m "not slow"
+
+lint: $(STAMP)  ## ruff format --check and ruff check
+	ruff format --check .
+	ruff check .
+
+format: $(STAMP)  ## ruff format and ruff check --fix
+	ruff format .
+	ruff check --fix .
+
+clean:  ## remove caches (not data, models or the tracking store)
+	rm -rf .pytest_cache .ruff_cache

@@ -1,0 +1,282 @@
+"""Fetch the CIFAR-10 python archive, parse it safely, and write scaled `.npy` arrays.
+
+    python stages/prepare.py   (what `dvc repro prepare` runs)
+
+The archive is downloaded with pooch (retries, progress bar, md5 checked before the file
+gets its final name) or read in place when the URL is `file://` or a local path. Its
+pickled batches are read with an unpickler that can build only the arrays, lists, dicts,
+ints and bytes of the format, streamed one member at a time straight into memory-mapped
+outputs, so peak memory stays near the size of one batch plus the page cache.
+"""
+
+import io
+import json
+import pickle
+import shutil
+import tarfile
+import urllib.parse
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pooch
+import requests
+
+from cifar_dcgan.errors import PipelineError
+from cifar_dcgan.images import save_grid
+
+ROOT = "cifar-10-batches-py"
+TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
+TEST_BATCH = "test_batch"
+META = "batches.meta"
+OPTIONAL = {"readme.html"}
+BATCH_IMAGES = 10_000
+IMAGE_BYTES = 32 * 32 * 3
+MAX_MEMBER_BYTES = 64 * 2**20  # a real batch is 30.7 MB: anything far larger is not CIFAR-10
+NUM_CLASSES = 10
+HINT = (
+    "check prepare.url / prepare.md5 in params.yaml, or pass a local copy with "
+    "`dvc exp run -S prepare.url=/path/to/cifar-10-python.tar.gz`"
+)
+
+# The only globals a CIFAR-10 batch pickle may name; each maps to a harmless constructor.
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): lambda text, encoding="utf-8": text.encode(encoding),
+}
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """Builds numpy arrays, lists, dicts, ints and bytes; refuses every other global."""
+
+    def find_class(self, module: str, name: str):
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(f"refusing to load global '{module}.{name}'") from None
+
+
+@dataclass(frozen=True)
+class PreparedSummary:
+    train_images: int
+    test_images: int
+    train_per_class: list[int]
+    test_per_class: list[int]
+    min_value: float
+    max_value: float
+    source_md5: str
+
+
+def fetch_archive(url: str, md5: str, cache_dir: Path, retries: int) -> Path:
+    """Return a local path to the archive whose md5 is `md5`, downloading it if needed."""
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme in ("http", "https"):
+        return _download(url, md5, cache_dir, retries)
+    if parsed.scheme == "file":
+        path = Path(urllib.parse.unquote(parsed.path))
+    elif parsed.scheme == "" or len(parsed.scheme) == 1:  # a plain path (or a Windows drive)
+        path = Path(url)
+    else:
+        raise PipelineError(
+            f"prepare.url = {url!r}: unsupported scheme '{parsed.scheme}'; "
+            "use http(s)://, file:// or a local path"
+        )
+    if not path.is_file():
+        raise PipelineError(f"archive not found: {path} (from prepare.url = {url!r}); {HINT}")
+    actual = pooch.file_hash(str(path), alg="md5")
+    if actual != md5:
+        raise PipelineError(
+            f"md5 mismatch for {path}: expected {md5}, got {actual}; "
+            f"the file is corrupt or another version. {HINT}"
+        )
+    return path
+
+
+def _download(url: str, md5: str, cache_dir: Path, retries: int) -> Path:
+    name = Path(urllib.parse.urlparse(url).path).name or "cifar-10-python.tar.gz"
+    fetcher = pooch.create(
+        path=cache_dir, base_url="", registry={name: f"md5:{md5}"}, urls={name: url}, retry_if_failed=retries
+    )
+    try:
+        return Path(fetcher.fetch(name, progressbar=True))
+    except requests.exceptions.HTTPError as error:
+        raise PipelineError(
+            f"download of {url} failed: HTTP {error.response.status_code} "
+            f"after {retries + 1} attempt(s); {HINT}"
+        ) from None
+    except requests.exceptions.RequestException as error:
+        raise PipelineError(
+            f"cannot reach {url} ({type(error).__name__}) after {retries + 1} "
+            f"attempt(s); check the network or {HINT}"
+        ) from None
+    except ValueError as error:  # pooch's hash mismatch
+        raise PipelineError(f"md5 mismatch for {url}: {error}; {HINT}") from None
+    except OSError as error:
+        raise PipelineError(
+            f"cannot write the download cache {cache_dir}: {error}; make it writable or free some space"
+        ) from None
+
+
+def iter_members(archive: Path) -> Iterator[tuple[str, bytes]]:
+    """Stream (name, bytes) of each batch member, rejecting anything outside the layout."""
+    allowed = set(TRAIN_BATCHES) | {TEST_BATCH, META} | OPTIONAL
+    try:
+        with tarfile.open(archive, mode="r|gz") as tar:
+            for member in tar:
+                name = member.name.rstrip("/")
+                if member.isdir() and name == ROOT:
+                    continue
+                parts = name.split("/")
+                if len(parts) != 2 or parts[0] != ROOT or parts[1] not in allowed or not member.isfile():
+                    raise PipelineError(
+                        f"{archive}: unexpected member '{member.name}' (type {member.type!r}); "
+                        f"a CIFAR-10 archive holds only regular files {ROOT}/{{"
+                        f"{', '.join(sorted(allowed))}}}. {HINT}"
+                    )
+                if member.size > MAX_MEMBER_BYTES:
+                    raise PipelineError(
+                        f"{archive}: member '{member.name}' is {member.size} "
+                        f"bytes, over the {MAX_MEMBER_BYTES} limit. {HINT}"
+                    )
+                if parts[1] not in OPTIONAL:
+                    yield parts[1], tar.extractfile(member).read()
+    except (tarfile.TarError, EOFError, zlib.error, OSError) as error:
+        raise PipelineError(
+            f"{archive} is not a readable .tar.gz ({type(error).__name__}: "
+            f"{error}); it is truncated or corrupt. {HINT}"
+        ) from None
+
+
+def load_batch(name: str, payload: bytes) -> dict:
+    """Unpickle one member with the restricted unpickler."""
+    try:
+        batch = RestrictedUnpickler(io.BytesIO(payload), encoding="bytes").load()
+    except pickle.UnpicklingError as error:
+        raise PipelineError(
+            f"{ROOT}/{name}: {error}; the archive is not a genuine CIFAR-10 "
+            f"archive and was not loaded. {HINT}"
+        ) from None
+    except Exception as error:  # any malformed pickle stream
+        raise PipelineError(
+            f"{ROOT}/{name} is not a valid pickle ({type(error).__name__}: {error}). {HINT}"
+        ) from None
+    if not isinstance(batch, dict):
+        raise PipelineError(f"{ROOT}/{name}: expected a dict, got {type(batch).__name__}")
+    return batch
+
+
+def check_batch(name: str, batch: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Return (uint8 images (10000, 32, 32, 3), int labels (10000,)) after checking them."""
+    data, labels = batch.get(b"data"), batch.get(b"labels")
+    if not (
+        isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.shape == (BATCH_IMAGES, IMAGE_BYTES)
+    ):
+        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise PipelineError(
+            f"{ROOT}/{name}: b'data' must be uint8 ({BATCH_IMAGES}, {IMAGE_BYTES}), got {got}. {HINT}"
+        )
+    if not (
+        isinstance(labels, list)
+        and len(labels) == BATCH_IMAGES
+        and all(type(v) is int and 0 <= v < NUM_CLASSES for v in labels)
+    ):
+        raise PipelineError(
+            f"{ROOT}/{name}: b'labels' must be a list of {BATCH_IMAGES} ints in 0..{NUM_CLASSES - 1}. {HINT}"
+        )
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (10000, 32, 32, 3)
+    return images, np.asarray(labels, dtype=np.uint8)
+
+
+def scale(images: np.ndarray) -> np.ndarray:
+    """uint8 [0, 255] -> float32 [-1, 1], the range of the generator's tanh."""
+    return (images.astype(np.float32) - 127.5) / 127.5
+
+
+def prepare(archive: Path, md5: str, out_dir: Path, limit: int | None) -> PreparedSummary:
+    """Write train/test images and labels as `.npy` into `out_dir`, all or nothing."""
+    n_train = min(limit or len(TRAIN_BATCHES) * BATCH_IMAGES, len(TRAIN_BATCHES) * BATCH_IMAGES)
+    tmp = _fresh_temp_dir(out_dir)
+    try:
+        arrays = {
+            "train_images": _open_npy(tmp / "train_images.npy", (n_train, 32, 32, 3), np.float32),
+            "train_labels": _open_npy(tmp / "train_labels.npy", (n_train,), np.uint8),
+            "test_images": _open_npy(tmp / "test_images.npy", (BATCH_IMAGES, 32, 32, 3), np.float32),
+            "test_labels": _open_npy(tmp / "test_labels.npy", (BATCH_IMAGES,), np.uint8),
+        }
+        seen = set()
+        for name, payload in iter_members(archive):
+            batch = load_batch(name, payload)
+            seen.add(name)
+            if name == META:
+                _check_meta(batch)
+                continue
+            images, labels = check_batch(name, batch)
+            if name == TEST_BATCH:
+                split, start = "test", 0
+            else:
+                split, start = "train", TRAIN_BATCHES.index(name) * BATCH_IMAGES
+            stop = min(start + BATCH_IMAGES, len(arrays[f"{split}_labels"]))
+            if stop > start:
+                arrays[f"{split}_images"][start:stop] = scale(images[: stop - start])
+                arrays[f"{split}_labels"][start:stop] = labels[: stop - start]
+        missing = sorted((set(TRAIN_BATCHES) | {TEST_BATCH, META}) - seen)
+        if missing:
+            raise PipelineError(f"{archive}: missing member(s) {missing}; {HINT}")
+        summary = PreparedSummary(
+            train_images=n_train,
+            test_images=BATCH_IMAGES,
+            train_per_class=np.bincount(arrays["train_labels"], minlength=NUM_CLASSES).tolist(),
+            test_per_class=np.bincount(arrays["test_labels"], minlength=NUM_CLASSES).tolist(),
+            min_value=float(min(arrays["train_images"].min(), arrays["test_images"].min())),
+            max_value=float(max(arrays["train_images"].max(), arrays["test_images"].max())),
+            source_md5=md5,
+        )
+        for array in arrays.values():
+            array.flush()
+        del arrays
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
+def write_reports(summary: PreparedSummary, train_images: np.ndarray, reports_dir: Path) -> None:
+    """The summary JSON (DVC metrics) and a 7x7 preview of the first 49 training images."""
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    (reports_dir / "summary.json").write_text(json.dumps(summary.__dict__, indent=2) + "\n")
+    save_grid(train_images[:49], reports_dir / "preview.png")
+
+
+def _check_meta(meta: dict) -> None:
+    names = meta.get(b"label_names")
+    if not (isinstance(names, list) and len(names) == NUM_CLASSES):
+        raise PipelineError(f"{ROOT}/{META}: b'label_names' must list {NUM_CLASSES} classes")
+
+
+def _open_npy(path: Path, shape: tuple[int, ...], dtype) -> np.ndarray:
+    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+
+
+def _fresh_temp_dir(out_dir: Path) -> Path:
+    tmp = out_dir.parent / f".{out_dir.name}.tmp"
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    except OSError as error:
+        raise PipelineError(
+            f"cannot write to {out_dir.parent}: {error.strerror}; "
+            "make the directory writable or choose another output"
+        ) from None
+    return tmp
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    tmp.rename(out_dir)

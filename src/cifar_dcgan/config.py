@@ -1,0 +1,233 @@
+"""Typed, validated parameters: one frozen dataclass per `params.yaml` section.
+
+The values and the reason for each default live in `params.yaml`; this module only says
+what type and range each key must have. `load_params("params.yaml")` checks every key a
+stage uses before any work starts and raises a PipelineError naming the key, the value
+and what is allowed.
+"""
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from cifar_dcgan.errors import PipelineError
+
+
+@dataclasses.dataclass(frozen=True)
+class TrackingParams:
+    experiment: str  # MLflow experiment name
+
+
+@dataclasses.dataclass(frozen=True)
+class PrepareParams:
+    url: str  # http(s)://, file:// or a local path of cifar-10-python.tar.gz
+    md5: str  # expected md5 of the archive
+    limit: int | None  # keep only the first N training images
+    retries: int  # download attempts after a transient network error
+
+    def __post_init__(self):
+        _check(
+            len(self.md5) == 32 and all(c in "0123456789abcdef" for c in self.md5),
+            "prepare.md5",
+            self.md5,
+            "32 lower-case hex digits",
+        )
+        _check(
+            self.limit is None or self.limit >= 1,
+            "prepare.limit",
+            self.limit,
+            "null (all images) or a whole number >= 1",
+        )
+        _check(self.retries >= 0, "prepare.retries", self.retries, "a whole number >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelParams:
+    d_filters: tuple[int, ...]  # discriminator conv widths; the first stride 1, the rest 2
+    d_kernel: int  # discriminator kernel size
+    d_dropout: float  # dropout before the discriminator's output layer
+    d_batch_norm: bool  # batch norm after each strided discriminator conv
+    g_seed_filters: int  # channels of the generator's first, smallest feature map
+    g_filters: tuple[int, ...]  # one stride-2 upsampling block per entry
+    g_kernel: int  # generator kernel size of the upsampling blocks
+    g_batch_norm: bool  # batch norm after the generator's dense and upsampling layers
+    g_upsampling: Literal["conv_transpose", "upsample_conv"]  # how the generator upsamples
+    leaky_slope: float  # LeakyReLU negative slope, both networks
+    init: Literal["glorot", "normal"]  # weight init: Keras default or N(0, 0.02)
+
+    def __post_init__(self):
+        _check(
+            len(self.d_filters) >= 2 and min(self.d_filters) >= 1,
+            "model.d_filters",
+            list(self.d_filters),
+            "a list of at least 2 positive widths",
+        )
+        _check(
+            1 <= len(self.g_filters) <= 5 and min(self.g_filters) >= 1,
+            "model.g_filters",
+            list(self.g_filters),
+            "a list of 1 to 5 positive widths (32 = seed x 2^n)",
+        )
+        for key in ("d_kernel", "g_kernel", "g_seed_filters"):
+            _check(getattr(self, key) >= 1, f"model.{key}", getattr(self, key), "an integer >= 1")
+        _check(0.0 <= self.d_dropout < 1.0, "model.d_dropout", self.d_dropout, "0 <= x < 1")
+        _check(0.0 <= self.leaky_slope < 1.0, "model.leaky_slope", self.leaky_slope, "0 <= x < 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class SanityParams:
+    iterations: int  # discriminator updates on real vs. noise
+    batch_size: int  # half real, half noise
+    learning_rate: float  # Adam learning rate
+    beta1: float  # Adam beta_1
+    min_accuracy: float  # the gate: final real and noise accuracy must reach this
+    seed: int  # seeds weights, sampling and noise
+
+    def __post_init__(self):
+        _check(
+            self.iterations >= 1, "train_discriminator_sanity.iterations", self.iterations, "an integer >= 1"
+        )
+        _check_batch("train_discriminator_sanity.batch_size", self.batch_size)
+        _check(
+            self.learning_rate > 0,
+            "train_discriminator_sanity.learning_rate",
+            self.learning_rate,
+            "a number > 0",
+        )
+        _check(0 <= self.beta1 < 1, "train_discriminator_sanity.beta1", self.beta1, "0 <= x < 1")
+        _check(
+            0 <= self.min_accuracy <= 1,
+            "train_discriminator_sanity.min_accuracy",
+            self.min_accuracy,
+            "0 <= x <= 1",
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainGanParams:
+    epochs: int  # passes of floor(N / batch_size) iterations
+    batch_size: int  # half real, half generated in each D update; all generated in G's
+    sampling: Literal["random", "shuffled"]  # real half-batches: drawn with replacement or a shuffled pass
+    snapshot_every: int  # epochs between snapshots (the last epoch always gets one)
+    eval_samples: int  # real and generated images D's accuracy is measured on
+    latent_dim: int  # size of the generator's input
+    latent_distribution: Literal["gaussian", "uniform"]  # N(0, 1) or U(-1, 1)
+    d_learning_rate: float  # discriminator Adam learning rate
+    g_learning_rate: float  # generator Adam learning rate
+    beta1: float  # Adam beta_1, both optimizers
+    label_smoothing: float  # one-sided: real targets become 1 - s
+    label_noise: float  # real targets get U(-n, n) added (clipped to [0, 1])
+    label_flip: float  # probability of swapping real/fake labels in D updates
+    seed: int  # seeds weights, sampling, latents and the probe grid
+
+    def __post_init__(self):
+        s = "train_gan"
+        _check(self.epochs >= 1, f"{s}.epochs", self.epochs, "an integer >= 1")
+        _check_batch(f"{s}.batch_size", self.batch_size)
+        _check(
+            1 <= self.snapshot_every <= self.epochs,
+            f"{s}.snapshot_every",
+            self.snapshot_every,
+            f"1 <= x <= epochs ({self.epochs})",
+        )
+        _check(self.eval_samples >= 1, f"{s}.eval_samples", self.eval_samples, "an integer >= 1")
+        _check(self.latent_dim >= 1, f"{s}.latent_dim", self.latent_dim, "an integer >= 1")
+        for key in ("d_learning_rate", "g_learning_rate"):
+            _check(getattr(self, key) > 0, f"{s}.{key}", getattr(self, key), "a number > 0")
+        _check(0 <= self.beta1 < 1, f"{s}.beta1", self.beta1, "0 <= x < 1")
+        _check(0 <= self.label_smoothing < 0.5, f"{s}.label_smoothing", self.label_smoothing, "0 <= x < 0.5")
+        _check(0 <= self.label_noise < 0.5, f"{s}.label_noise", self.label_noise, "0 <= x < 0.5")
+        _check(0 <= self.label_flip < 0.5, f"{s}.label_flip", self.label_flip, "0 <= x < 0.5")
+
+
+SECTIONS = {
+    "tracking": TrackingParams,
+    "prepare": PrepareParams,
+    "model": ModelParams,
+    "train_discriminator_sanity": SanityParams,
+    "train_gan": TrainGanParams,
+}
+
+
+def load_params(path: str | Path, *sections: str) -> dict[str, Any]:
+    """Read `params.yaml` and return the named sections as validated dataclasses."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as error:
+        raise PipelineError(f"cannot read {path}: {error.strerror}; run from the repo root") from None
+    except yaml.YAMLError as error:
+        raise PipelineError(f"{path} is not valid YAML: {error}") from None
+    if not isinstance(raw, dict):
+        raise PipelineError(f"{path} must be a mapping of sections, got {type(raw).__name__}")
+    known = set(SECTIONS) | {"select_generator"}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise PipelineError(f"{path}: unknown section(s) {unknown}; allowed: {sorted(known)}")
+    return {name: parse_section(name, raw.get(name), SECTIONS[name]) for name in sections}
+
+
+def parse_section(name: str, values: Any, cls: type) -> Any:
+    """Build `cls` from a mapping, checking unknown and missing keys and every type."""
+    if not isinstance(values, dict):
+        raise PipelineError(f"params.yaml: section '{name}' is missing or not a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise PipelineError(
+            f"params.yaml: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
+            f"allowed in '{name}': {', '.join(fields)}"
+        )
+    missing = [k for k in fields if k not in values]
+    if missing:
+        raise PipelineError(f"params.yaml: missing key(s) {', '.join(f'{name}.{k}' for k in missing)}")
+    hints = typing.get_type_hints(cls)
+    kwargs = {k: _coerce(f"{name}.{k}", values[k], hints[k]) for k in fields}
+    return cls(**kwargs)
+
+
+def flatten(params: dict[str, Any]) -> dict[str, Any]:
+    """`{"model": ModelParams(...)}` -> `{"model.d_dropout": 0.4, ...}`, for tracking."""
+    flat = {}
+    for section, value in params.items():
+        for key, item in dataclasses.asdict(value).items():
+            flat[f"{section}.{key}"] = list(item) if isinstance(item, tuple) else item
+    return flat
+
+
+def _coerce(key: str, value: Any, typ: Any) -> Any:
+    origin, args = typing.get_origin(typ), typing.get_args(typ)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(key, value, inner)
+    if origin is Literal:
+        _check(value in args, key, value, "one of " + " | ".join(args))
+        return value
+    if origin is tuple:
+        _check(isinstance(value, list) and len(value) > 0, key, value, "a non-empty list")
+        return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))
+    if typ is bool:
+        _check(isinstance(value, bool), key, value, "true or false")
+    elif typ is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, value, "a whole number")
+    elif typ is float:
+        _check(isinstance(value, int | float) and not isinstance(value, bool), key, value, "a number")
+        return float(value)
+    elif typ is str:
+        _check(isinstance(value, str) and value != "", key, value, "a non-empty string")
+    return value
+
+
+def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    if not ok:
+        raise PipelineError(f"params.yaml: {key} = {value!r} is not allowed; expected {allowed}")
+
+
+def _check_batch(key: str, value: int) -> None:
+    _check(value >= 4 and value % 2 == 0, key, value, "an even integer >= 4 (half real, half fake)")

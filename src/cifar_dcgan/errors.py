@@ -1,0 +1,17 @@
+"""The one error type a user can cause, and how stages report it."""
+
+import sys
+from collections.abc import Callable
+
+
+class PipelineError(Exception):
+    """A problem the user can fix: the message names the key, file or URL and what to do."""
+
+
+def run_stage(main: Callable[[], None]) -> None:
+    """Run a stage's main(); a PipelineError becomes one clear line and exit code 2."""
+    try:
+        main()
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)

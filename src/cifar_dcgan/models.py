@@ -1,0 +1,81 @@
+"""The DCGAN's two networks, built from the `model` section of params.yaml.
+
+Defaults reproduce the classic Keras DCGAN for CIFAR-10:
+- discriminator: Conv2D 64 3x3 same, then Conv2D 128, 128, 256 3x3 stride 2, LeakyReLU 0.2
+  after each, Flatten, Dropout 0.4, Dense 1 sigmoid;
+- generator: Dense 4x4x256 + LeakyReLU, three Conv2DTranspose 128 4x4 stride 2 +
+  LeakyReLU, Conv2D 3 3x3 tanh.
+"""
+
+import keras
+from keras import layers
+
+from cifar_dcgan.config import ModelParams
+
+IMAGE_SHAPE = (32, 32, 3)
+
+
+def _initializer(params: ModelParams, seed: int):
+    if params.init == "normal":
+        return keras.initializers.RandomNormal(mean=0.0, stddev=0.02, seed=seed)
+    return keras.initializers.GlorotUniform(seed=seed)
+
+
+def build_discriminator(params: ModelParams, seed: int) -> keras.Model:
+    """(B, 32, 32, 3) images in [-1, 1] -> (B, 1) probability that each is real."""
+    init = lambda i: _initializer(params, seed + i)  # noqa: E731 - a distinct seed per layer
+    inputs = keras.Input(IMAGE_SHAPE)
+    x = layers.Conv2D(params.d_filters[0], params.d_kernel, padding="same", kernel_initializer=init(0))(
+        inputs
+    )  # (B, 32, 32, 64)
+    x = layers.LeakyReLU(negative_slope=params.leaky_slope)(x)
+    for i, filters in enumerate(params.d_filters[1:], start=1):
+        x = layers.Conv2D(filters, params.d_kernel, strides=2, padding="same", kernel_initializer=init(i))(
+            x
+        )  # (B, 32 / 2^i, 32 / 2^i, filters)
+        if params.d_batch_norm:
+            x = layers.BatchNormalization()(x)
+        x = layers.LeakyReLU(negative_slope=params.leaky_slope)(x)
+    x = layers.Flatten()(x)  # (B, 4 * 4 * 256)
+    x = layers.Dropout(params.d_dropout, seed=seed)(x)
+    # float32 output even under mixed precision: a bf16 sigmoid rounds to 0.5 at init
+    outputs = layers.Dense(
+        1, activation="sigmoid", dtype="float32", kernel_initializer=init(len(params.d_filters))
+    )(x)  # (B, 1)
+    return keras.Model(inputs, outputs, name="discriminator")
+
+
+def build_generator(params: ModelParams, latent_dim: int, seed: int) -> keras.Model:
+    """(B, latent_dim) latent points -> (B, 32, 32, 3) images in [-1, 1]."""
+    init = lambda i: _initializer(params, seed + 100 + i)  # noqa: E731
+    side = IMAGE_SHAPE[0] // 2 ** len(params.g_filters)  # 4 for three upsampling blocks
+    inputs = keras.Input((latent_dim,))
+    x = layers.Dense(side * side * params.g_seed_filters, kernel_initializer=init(0))(inputs)
+    if params.g_batch_norm:
+        x = layers.BatchNormalization()(x)
+    x = layers.LeakyReLU(negative_slope=params.leaky_slope)(x)
+    x = layers.Reshape((side, side, params.g_seed_filters))(x)  # (B, 4, 4, 256)
+    for i, filters in enumerate(params.g_filters, start=1):
+        if params.g_upsampling == "conv_transpose":
+            x = layers.Conv2DTranspose(
+                filters, params.g_kernel, strides=2, padding="same", kernel_initializer=init(i)
+            )(x)
+        else:
+            x = layers.UpSampling2D(2)(x)
+            x = layers.Conv2D(filters, params.g_kernel, padding="same", kernel_initializer=init(i))(x)
+        if params.g_batch_norm:  # (B, 4 * 2^i, 4 * 2^i, filters)
+            x = layers.BatchNormalization()(x)
+        x = layers.LeakyReLU(negative_slope=params.leaky_slope)(x)
+    outputs = layers.Conv2D(
+        3,
+        3,
+        padding="same",
+        activation="tanh",
+        dtype="float32",
+        kernel_initializer=init(len(params.g_filters) + 1),
+    )(x)  # (B, 32, 32, 3)
+    return keras.Model(inputs, outputs, name="generator")
+
+
+def adam(learning_rate: float, beta1: float) -> keras.optimizers.Optimizer:
+    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=beta1)

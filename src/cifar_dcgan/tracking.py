@@ -1,0 +1,172 @@
+"""Experiment tracking, injected: stages open an MLflow run and hand a Tracker to the library.
+
+Training code only ever sees the small `Tracker` interface, so tracking can be switched off
+(`NullTracker`) without changing a single number the training computes.
+
+Where runs go: `MLFLOW_TRACKING_URI` when set; otherwise `sqlite:///<repo root>/mlflow.db`
+with artifacts in `<repo root>/mlartifacts`, where the repo root is `DVC_ROOT` when DVC
+runs the stage in a temporary copy (`dvc exp run --queue` / `--temp`), so that queued
+experiments land in the same store as `dvc repro`.
+"""
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from cifar_dcgan.errors import PipelineError
+
+MAX_BATCH = 1000  # MLflow's limit of metric values per log_batch request
+
+
+class Tracker(Protocol):
+    """What the library may tell the tracking store; implementations never change results."""
+
+    run_id: str | None
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
+
+    def log_history(self, key: str, values: Sequence[float], first_step: int) -> None: ...
+
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None: ...
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
+
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+
+
+class NullTracker:
+    """Tracking switched off."""
+
+    run_id = None
+
+    def log_metrics(self, metrics, step):
+        pass
+
+    def log_history(self, key, values, first_step):
+        pass
+
+    def log_image(self, image, key, step):
+        pass
+
+    def log_artifact(self, path, artifact_path=None):
+        pass
+
+    def set_tags(self, tags):
+        pass
+
+
+class MlflowTracker:
+    """Logs to one MLflow run through `MlflowClient`, batching metric histories."""
+
+    def __init__(self, client, run_id: str):
+        self.client, self.run_id = client, run_id
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self._log_batch([(key, value, step) for key, value in metrics.items()])
+
+    def log_history(self, key: str, values: Sequence[float], first_step: int) -> None:
+        self._log_batch([(key, value, first_step + i) for i, value in enumerate(values)])
+
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        self.client.log_image(self.run_id, image, key=key, step=step)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self.client.set_tag(self.run_id, key, value)
+
+    def _log_batch(self, points: list[tuple[str, float, int]]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, float(value), now, int(step)) for key, value, step in points]
+        for start in range(0, len(metrics), MAX_BATCH):
+            self.client.log_batch(self.run_id, metrics=metrics[start : start + MAX_BATCH])
+
+
+def repo_root(env: Mapping[str, str] | None = None) -> Path:
+    """The repository the stage belongs to, even when DVC runs it in a temporary copy."""
+    env = os.environ if env is None else env
+    return Path(env.get("DVC_ROOT") or os.getcwd()).resolve()
+
+
+def tracking_uri(env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    return env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root(env) / 'mlflow.db'}"
+
+
+def run_tags(stage: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Tags on every run: the stage, the git commit and DVC's experiment name and baseline."""
+    env = os.environ if env is None else env
+    tags = {"stage": stage}
+    commit = _git_commit()
+    if commit:
+        tags["git_commit"] = commit
+    for key in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
+        if env.get(key):
+            tags[key.lower()] = env[key]
+    return tags
+
+
+@contextlib.contextmanager
+def stage_run(
+    stage: str, experiment: str, params: Mapping[str, Any], tags: Mapping[str, str] | None = None
+) -> Iterator[MlflowTracker]:
+    """Open an MLflow run for one stage; it ends FINISHED, FAILED or KILLED with the stage."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    uri = tracking_uri()
+    client = MlflowClient(tracking_uri=uri)
+    try:
+        experiment_id = _experiment_id(client, experiment, uri)
+        run = client.create_run(experiment_id, run_name=stage, tags={**run_tags(stage), **(tags or {})})
+    except MlflowException as error:
+        raise PipelineError(
+            f"cannot use the MLflow tracking store {uri}: {error.message}; "
+            "check MLFLOW_TRACKING_URI or unset it to use ./mlflow.db"
+        ) from None
+    run_id = run.info.run_id
+    tracker = MlflowTracker(client, run_id)
+    from mlflow.entities import Param
+
+    items = [Param(key, str(value)) for key, value in params.items()]
+    for start in range(0, len(items), 100):
+        client.log_batch(run_id, params=items[start : start + 100])
+    status = "FAILED"
+    try:
+        yield tracker
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        client.set_terminated(run_id, status=status)
+
+
+def _experiment_id(client, name: str, uri: str) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None
+    if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
+        location = (repo_root() / "mlartifacts").as_uri()
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _git_commit() -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
+        )
+    except OSError:
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None

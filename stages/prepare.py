@@ -1,0 +1,47 @@
+"""Stage `prepare`: fetch CIFAR-10, verify it, write scaled `.npy` arrays and a preview.
+
+python stages/prepare.py --out data/prepared --reports reports/prepare
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from cifar_dcgan import cifar
+from cifar_dcgan.config import flatten, load_params
+from cifar_dcgan.errors import run_stage
+from cifar_dcgan.tracking import stage_run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument(
+        "--cache",
+        type=Path,
+        default=Path("data/downloads"),
+        help="where downloaded archives are kept between runs",
+    )
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--reports", type=Path, required=True)
+    args = parser.parse_args()
+    params = load_params(args.params, "tracking", "prepare")
+    p = params["prepare"]
+    archive = cifar.fetch_archive(p.url, p.md5, args.cache, p.retries)
+    summary = cifar.prepare(archive, p.md5, args.out, p.limit)
+    cifar.write_reports(summary, np.load(args.out / "train_images.npy", mmap_mode="r"), args.reports)
+    with stage_run("prepare", params["tracking"].experiment, flatten({"prepare": p})) as tracker:
+        tracker.log_metrics(
+            {"train_images": summary.train_images, "test_images": summary.test_images}, step=0
+        )
+        tracker.log_artifact(args.reports / "summary.json")
+        tracker.log_artifact(args.reports / "preview.png")
+    print(
+        f"prepared {summary.train_images} training and {summary.test_images} test images "
+        f"in {args.out}, values in [{summary.min_value}, {summary.max_value}]"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)
