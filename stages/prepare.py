@@ -6,8 +6,6 @@ python stages/prepare.py --out data/prepared --reports reports/prepare
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from cifar_dcgan import cifar
 from cifar_dcgan.config import flatten, load_params
 from cifar_dcgan.errors import run_stage
@@ -29,8 +27,7 @@ def main() -> None:
     params = load_params(args.params, "tracking", "prepare")
     p = params["prepare"]
     archive = cifar.fetch_archive(p.url, p.md5, args.cache, p.retries)
-    summary = cifar.prepare(archive, p.md5, args.out, p.limit)
-    cifar.write_reports(summary, np.load(args.out / "train_images.npy", mmap_mode="r"), args.reports)
+    summary = cifar.prepare(archive, p.md5, args.out, args.reports, p.limit)
     with stage_run("prepare", params["tracking"].experiment, flatten({"prepare": p})) as tracker:
         tracker.log_metrics(
             {"train_images": summary.train_images, "test_images": summary.test_images}, step=0

@@ -134,7 +134,7 @@ def iter_members(archive: Path) -> Iterator[tuple[str, bytes]]:
                 parts = name.split("/")
                 if len(parts) != 2 or parts[0] != ROOT or parts[1] not in allowed or not member.isfile():
                     raise PipelineError(
-                        f"{archive}: unexpected member '{member.name}' (type {member.type!r}); "
+                        f"{archive}: unexpected member '{member.name}' (a {_kind(member)}); "
                         f"a CIFAR-10 archive holds only regular files {ROOT}/{{"
                         f"{', '.join(sorted(allowed))}}}. {HINT}"
                     )
@@ -171,24 +171,29 @@ def load_batch(name: str, payload: bytes) -> dict:
 
 
 def check_batch(name: str, batch: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Return (uint8 images (10000, 32, 32, 3), int labels (10000,)) after checking them."""
+    """Return (uint8 images (n, 32, 32, 3), labels (n,)) after checking them; n is 10,000 in
+    the official archive (smaller batches of the same layout are accepted, for tests)."""
     data, labels = batch.get(b"data"), batch.get(b"labels")
     if not (
-        isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.shape == (BATCH_IMAGES, IMAGE_BYTES)
+        isinstance(data, np.ndarray)
+        and data.dtype == np.uint8
+        and data.ndim == 2
+        and 1 <= data.shape[0] <= BATCH_IMAGES
+        and data.shape[1] == IMAGE_BYTES
     ):
         got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
         raise PipelineError(
-            f"{ROOT}/{name}: b'data' must be uint8 ({BATCH_IMAGES}, {IMAGE_BYTES}), got {got}. {HINT}"
+            f"{ROOT}/{name}: b'data' must be uint8 (n <= {BATCH_IMAGES}, {IMAGE_BYTES}), got {got}. {HINT}"
         )
     if not (
         isinstance(labels, list)
-        and len(labels) == BATCH_IMAGES
+        and len(labels) == len(data)
         and all(type(v) is int and 0 <= v < NUM_CLASSES for v in labels)
     ):
         raise PipelineError(
-            f"{ROOT}/{name}: b'labels' must be a list of {BATCH_IMAGES} ints in 0..{NUM_CLASSES - 1}. {HINT}"
+            f"{ROOT}/{name}: b'labels' must be a list of {len(data)} ints in 0..{NUM_CLASSES - 1}. {HINT}"
         )
-    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (10000, 32, 32, 3)
+    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (n, 32, 32, 3)
     return images, np.asarray(labels, dtype=np.uint8)
 
 
@@ -197,17 +202,12 @@ def scale(images: np.ndarray) -> np.ndarray:
     return (images.astype(np.float32) - 127.5) / 127.5
 
 
-def prepare(archive: Path, md5: str, out_dir: Path, limit: int | None) -> PreparedSummary:
-    """Write train/test images and labels as `.npy` into `out_dir`, all or nothing."""
-    n_train = min(limit or len(TRAIN_BATCHES) * BATCH_IMAGES, len(TRAIN_BATCHES) * BATCH_IMAGES)
-    tmp = _fresh_temp_dir(out_dir)
+def prepare(archive: Path, md5: str, out_dir: Path, reports_dir: Path, limit: int | None) -> PreparedSummary:
+    """Write train/test images and labels as `.npy` into `out_dir` and the summary and
+    preview into `reports_dir`: all of it, or nothing (a failure leaves neither folder)."""
+    tmp, tmp_reports = _fresh_temp_dir(out_dir), _fresh_temp_dir(reports_dir)
     try:
-        arrays = {
-            "train_images": _open_npy(tmp / "train_images.npy", (n_train, 32, 32, 3), np.float32),
-            "train_labels": _open_npy(tmp / "train_labels.npy", (n_train,), np.uint8),
-            "test_images": _open_npy(tmp / "test_images.npy", (BATCH_IMAGES, 32, 32, 3), np.float32),
-            "test_labels": _open_npy(tmp / "test_labels.npy", (BATCH_IMAGES,), np.uint8),
-        }
+        splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         seen = set()
         for name, payload in iter_members(archive):
             batch = load_batch(name, payload)
@@ -216,41 +216,58 @@ def prepare(archive: Path, md5: str, out_dir: Path, limit: int | None) -> Prepar
                 _check_meta(batch)
                 continue
             images, labels = check_batch(name, batch)
-            if name == TEST_BATCH:
-                split, start = "test", 0
-            else:
-                split, start = "train", TRAIN_BATCHES.index(name) * BATCH_IMAGES
-            stop = min(start + BATCH_IMAGES, len(arrays[f"{split}_labels"]))
+            split = "test" if name == TEST_BATCH else "train"
+            if split not in splits:  # sized by the first batch: every batch has the same size
+                total = len(labels) * (1 if split == "test" else len(TRAIN_BATCHES))
+                total = min(total, limit) if split == "train" and limit else total
+                splits[split] = (
+                    _open_npy(tmp / f"{split}_images.npy", (total, 32, 32, 3), np.float32),
+                    _open_npy(tmp / f"{split}_labels.npy", (total,), np.uint8),
+                    len(labels),
+                )
+            out_images, out_labels, per_batch = splits[split]
+            if len(labels) != per_batch:
+                raise PipelineError(
+                    f"{ROOT}/{name} holds {len(labels)} images, other batches "
+                    f"{per_batch}; the archive is corrupt. {HINT}"
+                )
+            start = 0 if split == "test" else TRAIN_BATCHES.index(name) * per_batch
+            stop = min(start + per_batch, len(out_labels))
             if stop > start:
-                arrays[f"{split}_images"][start:stop] = scale(images[: stop - start])
-                arrays[f"{split}_labels"][start:stop] = labels[: stop - start]
+                out_images[start:stop] = scale(images[: stop - start])
+                out_labels[start:stop] = labels[: stop - start]
         missing = sorted((set(TRAIN_BATCHES) | {TEST_BATCH, META}) - seen)
         if missing:
             raise PipelineError(f"{archive}: missing member(s) {missing}; {HINT}")
+        (train_images, train_labels, _), (test_images, test_labels, _) = splits["train"], splits["test"]
         summary = PreparedSummary(
-            train_images=n_train,
-            test_images=BATCH_IMAGES,
-            train_per_class=np.bincount(arrays["train_labels"], minlength=NUM_CLASSES).tolist(),
-            test_per_class=np.bincount(arrays["test_labels"], minlength=NUM_CLASSES).tolist(),
-            min_value=float(min(arrays["train_images"].min(), arrays["test_images"].min())),
-            max_value=float(max(arrays["train_images"].max(), arrays["test_images"].max())),
+            train_images=len(train_labels),
+            test_images=len(test_labels),
+            train_per_class=np.bincount(train_labels, minlength=NUM_CLASSES).tolist(),
+            test_per_class=np.bincount(test_labels, minlength=NUM_CLASSES).tolist(),
+            min_value=float(min(train_images.min(), test_images.min())),
+            max_value=float(max(train_images.max(), test_images.max())),
             source_md5=md5,
         )
-        for array in arrays.values():
-            array.flush()
-        del arrays
+        (tmp_reports / "summary.json").write_text(json.dumps(summary.__dict__, indent=2) + "\n")
+        save_grid(train_images[:49], tmp_reports / "preview.png")
+        for images, labels, _ in splits.values():
+            images.flush()
+            labels.flush()
+        del splits, train_images, train_labels, test_images, test_labels
         _replace_dir(tmp, out_dir)
+        _replace_dir(tmp_reports, reports_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp_reports, ignore_errors=True)
         raise
     return summary
 
 
-def write_reports(summary: PreparedSummary, train_images: np.ndarray, reports_dir: Path) -> None:
-    """The summary JSON (DVC metrics) and a 7x7 preview of the first 49 training images."""
-    reports_dir.mkdir(parents=True, exist_ok=True)
-    (reports_dir / "summary.json").write_text(json.dumps(summary.__dict__, indent=2) + "\n")
-    save_grid(train_images[:49], reports_dir / "preview.png")
+def _kind(member: tarfile.TarInfo) -> str:
+    if member.issym() or member.islnk():
+        return "symlink" if member.issym() else "hard link"
+    return "directory" if member.isdir() else "regular file" if member.isfile() else "special file"
 
 
 def _check_meta(meta: dict) -> None:

@@ -164,7 +164,7 @@ def load_params(path: str | Path, *sections: str) -> dict[str, Any]:
         raise PipelineError(f"{path} is not valid YAML: {error}") from None
     if not isinstance(raw, dict):
         raise PipelineError(f"{path} must be a mapping of sections, got {type(raw).__name__}")
-    known = set(SECTIONS) | {"select_generator"}
+    known = set(SECTIONS)
     unknown = sorted(set(raw) - known)
     if unknown:
         raise PipelineError(f"{path}: unknown section(s) {unknown}; allowed: {sorted(known)}")

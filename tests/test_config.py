@@ -1,0 +1,96 @@
+"""params.yaml: the shipped file is valid, and bad values fail naming key, value and what is allowed."""
+
+import copy
+
+import pytest
+import yaml
+
+from cifar_dcgan.config import flatten, load_params
+from cifar_dcgan.errors import PipelineError
+from conftest import REPO
+
+
+def test_shipped_params_are_valid_and_classic():
+    params = load_params(
+        REPO / "params.yaml", "tracking", "prepare", "model", "train_gan", "train_discriminator_sanity"
+    )
+    assert params["prepare"].url == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+    assert params["prepare"].md5 == "c58f30108f718f92721af3b95e74349a"
+    gan = params["train_gan"]
+    assert (gan.epochs, gan.batch_size, gan.latent_dim, gan.d_learning_rate, gan.beta1) == (
+        200,
+        128,
+        100,
+        2e-4,
+        0.5,
+    )
+    assert params["model"].d_filters == (64, 128, 128, 256) and params["model"].d_dropout == 0.4
+    assert flatten({"model": params["model"]})["model.g_filters"] == [128, 128, 128]
+
+
+def test_every_param_has_a_comment():
+    for number, line in enumerate((REPO / "params.yaml").read_text().splitlines(), start=1):
+        if line.startswith("  ") and ":" in line:
+            assert " # " in line, f"params.yaml line {number} has no comment: {line!r}"
+
+
+BAD = [
+    ("train_gan", "epochs", 0, "train_gan.epochs = 0 .* an integer >= 1"),
+    ("train_gan", "epochs", 2.5, "train_gan.epochs = 2.5 .* a whole number"),
+    ("train_gan", "batch_size", 127, "train_gan.batch_size = 127 .* an even integer"),
+    ("train_gan", "batch_size", 2, "an even integer >= 4"),
+    ("train_gan", "label_smoothing", 0.5, r"label_smoothing = 0.5 .* 0 <= x < 0.5"),
+    ("train_gan", "label_smoothing", "0.1", "label_smoothing = '0.1' .* a number"),
+    ("train_gan", "snapshot_every", 500, r"snapshot_every = 500 .* 1 <= x <= epochs \(200\)"),
+    ("train_gan", "latent_distribution", "normal", "latent_distribution = 'normal' .* gaussian | uniform"),
+    ("train_gan", "sampling", "sequential", "one of random | shuffled"),
+    ("train_gan", "d_learning_rate", -1, "d_learning_rate = -1.0 .* a number > 0"),
+    ("train_gan", "seed", True, "train_gan.seed = True .* a whole number"),
+    ("train_gan", "epoch", 3, r"unknown key\(s\) train_gan.epoch; allowed in 'train_gan': epochs"),
+    (
+        "model",
+        "g_upsampling",
+        "pixel_shuffle",
+        "g_upsampling = 'pixel_shuffle' .* conv_transpose | upsample_conv",
+    ),
+    ("model", "init", "he", "model.init = 'he'"),
+    ("model", "d_dropout", 1.0, r"model.d_dropout = 1.0 .* 0 <= x < 1"),
+    ("model", "d_batch_norm", "yes", "model.d_batch_norm = 'yes' .* true or false"),
+    ("model", "g_filters", [], "model.g_filters = \\[\\] .* a non-empty list"),
+    ("model", "g_filters", [128] * 6, "a list of 1 to 5 positive widths"),
+    ("prepare", "md5", "abc", "prepare.md5 = 'abc' .* 32 lower-case hex digits"),
+    ("prepare", "limit", 0, "prepare.limit = 0"),
+    ("train_discriminator_sanity", "min_accuracy", 1.5, "min_accuracy = 1.5 .* 0 <= x <= 1"),
+]
+
+
+@pytest.mark.parametrize("section, key, value, message", BAD)
+def test_bad_params_name_key_value_and_what_is_allowed(tmp_path, repo_params, section, key, value, message):
+    params = copy.deepcopy(repo_params)
+    params[section][key] = value
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(PipelineError, match=message):
+        load_params(path, section)
+
+
+def test_missing_key_and_unknown_section(tmp_path, repo_params):
+    params = copy.deepcopy(repo_params)
+    del params["train_gan"]["seed"]
+    params["trian_gan"] = {}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(PipelineError, match=r"unknown section\(s\) \['trian_gan'\]"):
+        load_params(path, "train_gan")
+    del params["trian_gan"]
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(PipelineError, match=r"missing key\(s\) train_gan.seed"):
+        load_params(path, "train_gan")
+
+
+def test_unreadable_params_file(tmp_path):
+    with pytest.raises(PipelineError, match="cannot read .*nope.yaml"):
+        load_params(tmp_path / "nope.yaml", "train_gan")
+    (tmp_path / "bad.yaml").write_text("train_gan: [unclosed")
+    with pytest.raises(PipelineError, match="bad.yaml is not valid YAML"):
+        load_params(tmp_path / "bad.yaml", "train_gan")

@@ -1,0 +1,122 @@
+"""The training step: which network each update changes, the targets, determinism."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cifar_dcgan.gan import DCGAN
+from cifar_dcgan.models import adam, build_discriminator, build_generator
+from cifar_dcgan.tracking import MlflowTracker, NullTracker
+from cifar_dcgan.training import train_gan
+from conftest import synthetic_images, tiny_training
+
+SMALL_MODEL = {"d_filters": [8, 16, 16, 16], "g_seed_filters": 16, "g_filters": [16, 16, 16]}
+
+
+def real_images(n=64):
+    return (synthetic_images(n).astype(np.float32) - 127.5) / 127.5
+
+
+def make_gan(make_params, d_lr=2e-4, g_lr=2e-4, model=None, **train):
+    model = make_params("model", **{**SMALL_MODEL, **(model or {})})
+    params = make_params("train_gan", **tiny_training(**train))
+    keras.utils.set_random_seed(params.seed)
+    gan = DCGAN(
+        build_discriminator(model, params.seed),
+        build_generator(model, params.latent_dim, params.seed),
+        tf.constant(real_images()),
+        params,
+        steps_per_epoch=4,
+    )
+    gan.compile(adam(d_lr, params.beta1), adam(g_lr, params.beta1))
+    return gan
+
+
+def weights(model):
+    return [w.numpy().copy() for w in model.trainable_weights]
+
+
+def changed(before, after):
+    return any(not np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def one_step(gan):
+    return gan.train_step(tf.constant(np.arange(8), dtype=tf.int64))
+
+
+@pytest.mark.parametrize("d_batch_norm", [False, True])
+def test_generator_update_leaves_discriminator_unchanged(make_params, d_batch_norm):
+    # with D's learning rate at 0 only the G update could move D's weights: it must not
+    gan = make_gan(make_params, d_lr=0.0, model={"d_batch_norm": d_batch_norm, "g_batch_norm": True})
+    d_before, g_before = weights(gan.discriminator), weights(gan.generator)
+    one_step(gan)
+    assert not changed(d_before, weights(gan.discriminator))
+    assert changed(g_before, weights(gan.generator))
+
+
+def test_discriminator_updates_leave_generator_unchanged(make_params):
+    gan = make_gan(make_params, g_lr=0.0)
+    d_before, g_before = weights(gan.discriminator), weights(gan.generator)
+    one_step(gan)
+    assert changed(d_before, weights(gan.discriminator))
+    assert not changed(g_before, weights(gan.generator))
+
+
+def test_label_smoothing_is_one_sided(make_params):
+    gan = make_gan(make_params, label_smoothing=0.1)
+    real = gan.discriminator_targets(tf.ones((1000, 1))).numpy()
+    fake = gan.discriminator_targets(tf.zeros((1000, 1))).numpy()
+    np.testing.assert_allclose(real, 0.9, rtol=1e-6)
+    assert np.all(fake == 0.0)
+
+
+def test_label_noise_stays_within_its_band(make_params):
+    gan = make_gan(make_params, label_smoothing=0.1, label_noise=0.05)
+    real = gan.discriminator_targets(tf.ones((5000, 1))).numpy()
+    assert 0.85 - 1e-6 <= real.min() < 0.86 and 0.94 < real.max() <= 0.95 + 1e-6
+    assert abs(real.mean() - 0.9) < 0.005
+
+
+def test_label_flip_swaps_labels_at_the_given_rate(make_params):
+    gan = make_gan(make_params, label_flip=0.25, label_smoothing=0.1)
+    real = gan.discriminator_targets(tf.ones((20000, 1))).numpy()
+    fake = gan.discriminator_targets(tf.zeros((20000, 1))).numpy()
+    assert set(np.round(np.unique(real).astype(float), 5)) == {0.0, 0.9}  # flipped reals become fake (0)
+    assert set(np.round(np.unique(fake).astype(float), 5)) == {
+        0.0,
+        0.9,
+    }  # flipped fakes become real (smoothed)
+    assert abs(np.mean(real == 0.0) - 0.25) < 0.015 and abs(np.mean(fake > 0) - 0.25) < 0.015
+
+
+def test_per_iteration_losses_are_recorded_in_order(make_params):
+    gan = make_gan(make_params)
+    logs = [one_step(gan) for _ in range(4)]
+    history = gan.loss_history.numpy()
+    assert history.shape == (4, 3) and np.all(history > 0)
+    assert float(logs[-1]["d1"]) == pytest.approx(history[:, 0].mean(), rel=1e-5)
+
+
+def test_same_seed_same_losses_with_or_without_tracking(tmp_path, make_params):
+    from mlflow import MlflowClient
+
+    model = make_params("model", **SMALL_MODEL)
+    params = make_params("train_gan", **tiny_training())
+    images = real_images()
+
+    def losses(tracker, name):
+        train_gan(images, model, params, tmp_path / name / "snap", tmp_path / name / "rep", tracker)
+        return (tmp_path / name / "rep" / "losses.csv").read_text()
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("t", (tmp_path / "art").as_uri()))
+    untracked, tracked = losses(NullTracker(), "a"), losses(MlflowTracker(client, run.info.run_id), "b")
+    assert untracked == tracked
+    assert len(untracked.splitlines()) == 1 + 2 * 4  # header + 2 epochs x 64 // 16 iterations
+    history = client.get_metric_history(run.info.run_id, "g")
+    assert [m.step for m in history] == list(range(1, 9))
+    assert sorted(p.name for p in (tmp_path / "b" / "snap").iterdir()) == [
+        "epoch_001.keras",
+        "epoch_002.keras",
+    ]

@@ -1,0 +1,89 @@
+"""End to end: the real `dvc` CLI on a real git repository, tracked in a real SQLite store."""
+
+import json
+import shutil
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from conftest import run, set_params, tiny_training
+
+pytestmark = pytest.mark.slow
+
+
+def runs_by_stage(client, experiment="cifar10-dcgan"):
+    experiment_id = client.get_experiment_by_name(experiment).experiment_id
+    runs = client.search_runs([experiment_id], order_by=["attributes.start_time ASC"])
+    by_stage = {}
+    for r in runs:
+        by_stage.setdefault(r.data.tags["stage"], []).append(r)
+    return by_stage
+
+
+def test_pipeline_gate_training_tracking_and_an_experiment(project, archive, http_server):
+    path, md5 = archive
+    shutil.copy(path, http_server.directory / path.name)
+    set_params(
+        project,
+        prepare={"url": f"{http_server.url}/{path.name}", "md5": md5, "limit": 64},
+        train_discriminator_sanity={"iterations": 1, "batch_size": 32, "min_accuracy": 1.0},
+        train_gan=tiny_training(),
+    )
+
+    # 1. an untrained discriminator cannot pass a gate of 100%: dvc repro stops before the GAN
+    failed = run(["dvc", "repro"], project, check=False)
+    assert failed.returncode != 0
+    assert "discriminator sanity check failed" in failed.stdout + failed.stderr
+    assert not (project / "models" / "snapshots").exists()
+    assert (project / "data" / "prepared" / "train_images.npy").exists()
+
+    # 2. a sane gate: prepare is not redone, the GAN trains
+    set_params(project, train_discriminator_sanity={"iterations": 20})
+    set_params(project, train_discriminator_sanity={"min_accuracy": 0.9})
+    run(["dvc", "repro"], project)
+    snapshots = sorted(p.name for p in (project / "models" / "snapshots").iterdir())
+    assert snapshots == ["epoch_001.keras", "epoch_002.keras"]
+    assert sorted(p.name for p in (project / "reports" / "train_gan" / "grids").iterdir()) == [
+        "epoch_001.png",
+        "epoch_002.png",
+    ]
+    metrics = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
+    (workspace,) = [value["data"] for value in metrics.values()]
+    assert workspace["reports/train_gan/metrics.json"]["data"]["iterations"] == 8
+    assert workspace["reports/sanity/metrics.json"]["data"]["acc_real"] >= 0.9
+    assert workspace["reports/prepare/summary.json"]["data"]["train_images"] == 64
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    stages = runs_by_stage(client)
+    assert len(stages["prepare"]) == 1
+    assert [r.info.status for r in stages["train-discriminator-sanity"]] == ["FAILED", "FINISHED"]
+    (train,) = stages["train-gan"]
+    run_id = train.info.run_id
+    for key in ("d1", "d2", "g"):
+        assert [m.step for m in client.get_metric_history(run_id, key)] == list(range(1, 9))
+    for key in ("acc_real", "acc_fake"):
+        assert [m.step for m in client.get_metric_history(run_id, key)] == [1, 2]
+    images = [a.path for a in client.list_artifacts(run_id, "images")]
+    assert sum(p.endswith(".png") and "+step+1+" in p for p in images) == 1
+    assert sum(p.endswith(".png") and "+step+2+" in p for p in images) == 1
+    assert train.data.params["train_gan.label_smoothing"] == "0.0"
+    assert len(train.data.tags["git_commit"]) == 40
+    artifact_root = client.get_experiment_by_name("cifar10-dcgan").artifact_location
+    assert artifact_root == (project / "mlartifacts").as_uri()
+
+    # 3. an experiment changing one GAN param reruns only train-gan, as a second MLflow run
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "tiny run"], project)
+    result = run(["dvc", "exp", "run", "-n", "smooth", "-S", "train_gan.label_smoothing=0.1"], project)
+    assert "Running stage 'train-gan'" in result.stdout
+    assert "Running stage 'prepare'" not in result.stdout
+    assert "Running stage 'train-discriminator-sanity'" not in result.stdout
+    stages = runs_by_stage(client)
+    assert len(stages["prepare"]) == 1 and len(stages["train-discriminator-sanity"]) == 2
+    first, second = stages["train-gan"]
+    assert second.data.params["train_gan.label_smoothing"] == "0.1"
+    assert second.data.tags["dvc_exp_name"] == "smooth"
+    assert yaml.safe_load((project / "params.yaml").read_text())["train_gan"]["label_smoothing"] == 0.1
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
+    assert "smooth" in json.dumps(shown)

@@ -1,0 +1,254 @@
+"""`prepare`: download, verification, safe parsing and the written arrays."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from cifar_dcgan import cifar
+from cifar_dcgan.errors import PipelineError
+from conftest import REPO, SHARED, official_members, synthetic_images, write_archive
+
+WRONG_MD5 = "f" * 32
+
+
+def prepare_into(tmp_path, archive_path, md5, limit=None):
+    return cifar.prepare(archive_path, md5, tmp_path / "out", tmp_path / "reports", limit)
+
+
+def assert_nothing_written(tmp_path):
+    leftovers = [p.name for p in tmp_path.iterdir() if p.name in ("out", "reports") or ".tmp" in p.name]
+    assert leftovers == []
+
+
+def test_prepare_scales_reorders_and_reports(tmp_path, archive):
+    path, md5 = archive
+    summary = prepare_into(tmp_path, path, md5)
+    train = np.load(tmp_path / "out" / "train_images.npy")
+    test = np.load(tmp_path / "out" / "test_images.npy")
+    assert train.shape == (100, 32, 32, 3) and train.dtype == np.float32
+    assert test.shape == (20, 32, 32, 3)
+    # batch 3's first image lands at row 40, channel-planar bytes become (H, W, C) pixels
+    expected = (synthetic_images(20, seed=2)[0].astype(np.float32) - 127.5) / 127.5
+    np.testing.assert_array_equal(train[40], expected)
+    assert -1.0 <= train.min() and train.max() <= 1.0
+    labels = np.load(tmp_path / "out" / "train_labels.npy")
+    assert labels[:12].tolist() == [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1]
+    assert summary.train_per_class == [10] * 10 and summary.test_per_class == [2] * 10
+    report = json.loads((tmp_path / "reports" / "summary.json").read_text())
+    assert report["source_md5"] == md5 and report["train_images"] == 100
+    assert (tmp_path / "reports" / "preview.png").stat().st_size > 1000
+
+
+def test_prepare_limit_keeps_first_training_images(tmp_path, archive):
+    path, md5 = archive
+    summary = prepare_into(tmp_path, path, md5, limit=30)
+    train = np.load(tmp_path / "out" / "train_images.npy")
+    assert summary.train_images == 30 and train.shape[0] == 30
+    expected = (synthetic_images(20, seed=1)[9].astype(np.float32) - 127.5) / 127.5
+    np.testing.assert_array_equal(train[29], expected)
+
+
+def test_exact_pixel_scaling():
+    assert cifar.scale(np.array([0, 127, 128, 255], np.uint8)).tolist() == pytest.approx(
+        [-1.0, -0.5 / 127.5, 0.5 / 127.5, 1.0]
+    )
+
+
+def test_pickle_that_would_run_code_is_rejected_without_running(tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Exploit:
+        def __reduce__(self):
+            return os.mkdir, (str(marker),)
+
+    members = official_members()
+    members["data_batch_2"][b"data"] = Exploit()
+    path = tmp_path / "evil.tar.gz"
+    md5 = write_archive(path, members)
+    with pytest.raises(PipelineError, match="refusing to load global 'posix.mkdir'"):
+        prepare_into(tmp_path, path, md5)
+    assert not marker.exists()
+    assert_nothing_written(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda m: m.pop("data_batch_4"), r"missing member\(s\) \['data_batch_4'\]"),
+        (
+            lambda m: m.update({"cifar-10-batches-py/../x": {}}),
+            "unexpected member 'cifar-10-batches-py/../x'",
+        ),
+        (lambda m: m.update({"/etc/passwd": {}}), "unexpected member '/etc/passwd'"),
+        (lambda m: m.update({"extra_batch": {}}), "unexpected member"),
+        (
+            lambda m: m["test_batch"].update({b"data": np.zeros((20, 3072), np.float32)}),
+            r"b'data' must be uint8 .* got float32",
+        ),
+        (
+            lambda m: m["data_batch_1"].update({b"data": np.zeros((20, 1024), np.uint8)}),
+            r"got uint8 \(20, 1024\)",
+        ),
+        (lambda m: m["data_batch_1"].update({b"labels": [11] * 20}), "b'labels' must be a list of 20 ints"),
+        (lambda m: m.update({"data_batch_5": [1, 2]}), "expected a dict, got list"),
+        (lambda m: m["data_batch_5"].update(batch_dict_of(10)), "holds 10 images, other batches 20"),
+    ],
+)
+def test_wrong_layout_is_rejected_and_nothing_is_written(tmp_path, mutate, message):
+    members = official_members()
+    mutate(members)
+    path = tmp_path / "bad.tar.gz"
+    md5 = write_archive(path, members)
+    with pytest.raises(PipelineError, match=message):
+        prepare_into(tmp_path, path, md5)
+    assert_nothing_written(tmp_path)
+
+
+def batch_dict_of(n):
+    from conftest import batch_dict
+
+    return batch_dict(synthetic_images(n), [0] * n)
+
+
+def test_symlink_member_is_rejected(tmp_path):
+    import io
+    import tarfile
+
+    path = tmp_path / "link.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
+        info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tar.addfile(info, io.BytesIO(b""))
+    md5 = cifar.pooch.file_hash(str(path), alg="md5")
+    with pytest.raises(
+        PipelineError, match="unexpected member 'cifar-10-batches-py/data_batch_1' \\(a symlink\\)"
+    ):
+        prepare_into(tmp_path, path, md5)
+
+
+def test_oversized_member_is_rejected_before_reading(tmp_path):
+    path = tmp_path / "bomb.tar.gz"
+    md5 = write_archive(path, {}, raw={"data_batch_1": b"\0" * (cifar.MAX_MEMBER_BYTES + 1)})
+    with pytest.raises(PipelineError, match="over the .* limit"):
+        prepare_into(tmp_path, path, md5)
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda b: b[: len(b) // 2], "truncated or corrupt"),
+        (lambda b: b"not gzip" + b, "truncated or corrupt"),
+    ],
+)
+def test_truncated_or_non_gzip_archive(tmp_path, archive, damage, message):
+    path, _ = archive
+    path.write_bytes(damage(path.read_bytes()))
+    md5 = cifar.pooch.file_hash(str(path), alg="md5")
+    with pytest.raises(PipelineError, match=message) as error:
+        prepare_into(tmp_path, path, md5)
+    assert str(path) in str(error.value)
+    assert_nothing_written(tmp_path)
+
+
+def test_local_path_and_file_url_are_verified(tmp_path, archive):
+    path, md5 = archive
+    assert cifar.fetch_archive(str(path), md5, tmp_path / "cache", 0) == path
+    assert cifar.fetch_archive(path.as_uri(), md5, tmp_path / "cache", 0) == path
+    with pytest.raises(PipelineError, match=f"md5 mismatch for {path}: expected {WRONG_MD5}, got {md5}"):
+        cifar.fetch_archive(str(path), WRONG_MD5, tmp_path / "cache", 0)
+    with pytest.raises(PipelineError, match="archive not found: .*nowhere.tar.gz"):
+        cifar.fetch_archive(str(tmp_path / "nowhere.tar.gz"), md5, tmp_path / "cache", 0)
+    with pytest.raises(PipelineError, match="unsupported scheme 'ftpx'"):
+        cifar.fetch_archive("ftpx://host/a.tar.gz", md5, tmp_path / "cache", 0)
+
+
+def test_http_download_is_verified_and_cached(tmp_path, archive, http_server):
+    path, md5 = archive
+    shutil.copy(path, http_server.directory / path.name)
+    url = f"{http_server.url}/{path.name}"
+    cache = tmp_path / "cache"
+    fetched = cifar.fetch_archive(url, md5, cache, 0)
+    assert fetched.read_bytes() == path.read_bytes()
+    cifar.fetch_archive(url, md5, cache, 0)
+    assert http_server.requests == [f"/{path.name}"]  # the second call used the cache
+
+
+def test_http_md5_mismatch_leaves_no_file(tmp_path, archive, http_server):
+    path, md5 = archive
+    shutil.copy(path, http_server.directory / path.name)
+    url = f"{http_server.url}/{path.name}"
+    with pytest.raises(PipelineError, match=f"md5 mismatch for {url}.*{md5}"):
+        cifar.fetch_archive(url, WRONG_MD5, tmp_path / "cache", 0)
+    assert list((tmp_path / "cache").glob("*")) == []
+
+
+def test_http_404_names_url_and_status(tmp_path, http_server):
+    url = f"{http_server.url}/missing.tar.gz"
+    with pytest.raises(PipelineError, match=f"download of {url} failed: HTTP 404 after 2 attempt"):
+        cifar.fetch_archive(url, WRONG_MD5, tmp_path / "cache", 1)
+    assert len(http_server.requests) == 2  # retried once
+
+
+def test_unreachable_host_names_url(tmp_path):
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/cifar-10-python.tar.gz"
+    with pytest.raises(PipelineError, match=f"cannot reach {url}"):
+        cifar.fetch_archive(url, WRONG_MD5, tmp_path / "cache", 0)
+
+
+def test_unwritable_output_is_a_clear_error(tmp_path, archive):
+    path, md5 = archive
+    blocker = tmp_path / "file"
+    blocker.write_text("a file where a folder should be")
+    with pytest.raises(PipelineError, match=f"cannot write to {blocker}"):
+        cifar.prepare(path, md5, blocker / "out", tmp_path / "reports", None)
+
+
+def test_stage_exits_non_zero_with_one_clear_line(tmp_path, archive):
+    path, md5 = archive
+    params = (REPO / "params.yaml").read_text().replace("c58f30108f718f92721af3b95e74349a", WRONG_MD5)
+    params = params.replace("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", str(path))
+    (tmp_path / "params.yaml").write_text(params)
+    result = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "prepare.py"), "--out", "data", "--reports", "reports"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: md5 mismatch for {path}")
+    assert not (tmp_path / "data").exists() and not (tmp_path / "reports").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (SHARED / "tools" / "cifar10-mirror").exists(), reason="../shared is absent")
+def test_prepare_on_the_full_mirror(tmp_path):
+    archive_path = tmp_path / "cifar-10-python.tar.gz"
+    built = subprocess.run(
+        [sys.executable, str(SHARED / "tools" / "cifar10-mirror"), str(archive_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    md5 = built.stdout.split()[0]
+    summary = cifar.prepare(
+        cifar.fetch_archive(str(archive_path), md5, tmp_path, 0),
+        md5,
+        tmp_path / "out",
+        tmp_path / "reports",
+        None,
+    )
+    assert (summary.train_images, summary.test_images) == (50_000, 10_000)
+    assert summary.train_per_class == [5_000] * 10 and summary.test_per_class == [1_000] * 10
+    train = np.load(tmp_path / "out" / "train_images.npy", mmap_mode="r")
+    assert train.shape == (50_000, 32, 32, 3) and train.dtype == np.float32
+    assert (summary.min_value, summary.max_value) == (-1.0, 1.0)

@@ -1,0 +1,28 @@
+"""Where runs are stored and how they are tagged."""
+
+from cifar_dcgan.tracking import repo_root, run_tags, tracking_uri
+
+
+def test_default_store_is_an_absolute_sqlite_file_in_the_repo_root(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert tracking_uri({}) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+
+
+def test_dvc_temporary_copies_use_the_original_repo(tmp_path):
+    env = {"DVC_ROOT": str(tmp_path / "repo")}
+    assert repo_root(env) == (tmp_path / "repo").resolve()
+    assert tracking_uri(env) == f"sqlite:///{(tmp_path / 'repo').resolve()}/mlflow.db"
+
+
+def test_explicit_tracking_uri_wins():
+    assert (
+        tracking_uri({"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "DVC_ROOT": "/x"})
+        == "http://127.0.0.1:5000"
+    )
+
+
+def test_tags_name_stage_and_dvc_experiment():
+    tags = run_tags("train-gan", {"DVC_EXP_NAME": "dizzy-duck", "DVC_EXP_BASELINE_REV": "abc123"})
+    assert tags["stage"] == "train-gan"
+    assert tags["dvc_exp_name"] == "dizzy-duck" and tags["dvc_exp_baseline_rev"] == "abc123"
+    assert len(tags["git_commit"]) == 40  # the tests run inside the project's git checkout
