@@ -171,6 +171,9 @@ def set_params(root: Path, **sections) -> None:
     load_params(path, *params)  # the edit itself must be valid
 
 
+SMALL_MODEL = {"d_filters": [8, 16, 16, 16], "g_seed_filters": 16, "g_filters": [16, 16, 16]}
+
+
 def tiny_training(**changes) -> dict:
     """train_gan values for a run of seconds: 64 images, batch 16, 2 epochs."""
     return {"epochs": 2, "batch_size": 16, "snapshot_every": 1, "eval_samples": 16, **changes}

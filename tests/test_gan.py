@@ -9,9 +9,7 @@ from cifar_dcgan.gan import DCGAN
 from cifar_dcgan.models import adam, build_discriminator, build_generator
 from cifar_dcgan.tracking import MlflowTracker, NullTracker
 from cifar_dcgan.training import train_gan
-from conftest import synthetic_images, tiny_training
-
-SMALL_MODEL = {"d_filters": [8, 16, 16, 16], "g_seed_filters": 16, "g_filters": [16, 16, 16]}
+from conftest import SMALL_MODEL, synthetic_images, tiny_training
 
 
 def real_images(n=64):
@@ -111,7 +109,10 @@ def test_same_seed_same_losses_with_or_without_tracking(tmp_path, make_params):
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = client.create_run(client.create_experiment("t", (tmp_path / "art").as_uri()))
-    untracked, tracked = losses(NullTracker(), "a"), losses(MlflowTracker(client, run.info.run_id), "b")
+    untracked, tracked = (
+        losses(NullTracker(), "a"),
+        losses(MlflowTracker(client, run.info.run_id, client.tracking_uri), "b"),
+    )
     assert untracked == tracked
     assert len(untracked.splitlines()) == 1 + 2 * 4  # header + 2 epochs x 64 // 16 iterations
     history = client.get_metric_history(run.info.run_id, "g")

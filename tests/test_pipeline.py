@@ -3,6 +3,7 @@
 import json
 import shutil
 
+import numpy as np
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -71,6 +72,10 @@ def test_pipeline_gate_training_tracking_and_an_experiment(project, archive, htt
     assert len(train.data.tags["git_commit"]) == 40
     artifact_root = client.get_experiment_by_name("cifar10-dcgan").artifact_location
     assert artifact_root == (project / "mlartifacts").as_uri()
+    selection = json.loads((project / "reports" / "select_generator" / "selection.json").read_text())
+    assert selection["epoch"] == 2 and selection["training_run_id"] == run_id
+    champion = client.get_model_version_by_alias("cifar10-dcgan-generator", "champion")
+    assert str(champion.version) == "1" and "epoch 2" in champion.description
 
     # 3. an experiment changing one GAN param reruns only train-gan, as a second MLflow run
     run(["git", "add", "-A"], project)
@@ -87,3 +92,20 @@ def test_pipeline_gate_training_tracking_and_an_experiment(project, archive, htt
     assert yaml.safe_load((project / "params.yaml").read_text())["train_gan"]["label_smoothing"] == 0.1
     shown = json.loads(run(["dvc", "exp", "show", "--json"], project).stdout)
     assert "smooth" in json.dumps(shown)
+
+    # 4. a manual cherry-pick reruns only select-generator and moves the alias
+    result = run(["dvc", "exp", "run", "-n", "pick-1", "-S", "select_generator.epoch=1"], project)
+    ran = [line for line in result.stdout.splitlines() if line.startswith("Running stage")]
+    assert ran == ["Running stage 'select-generator':"]
+    champion = client.get_model_version_by_alias("cifar10-dcgan-generator", "champion")
+    assert str(champion.version) == "3" and "epoch 1 of training run" in champion.description
+    assert champion.run_id == runs_by_stage(client)["select-generator"][-1].info.run_id
+    bad = run(["dvc", "exp", "run", "-S", "select_generator.epoch=5"], project, check=False)
+    assert bad.returncode != 0 and "available epochs: [1, 2]" in bad.stdout + bad.stderr
+
+    import mlflow.pyfunc
+
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    generator = mlflow.pyfunc.load_model("models:/cifar10-dcgan-generator@champion")
+    images = generator.predict(np.random.default_rng(0).standard_normal((3, 100)).astype(np.float32))
+    assert images.shape == (3, 32, 32, 3) and -1.0 <= images.min() and images.max() <= 1.0

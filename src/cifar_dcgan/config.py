@@ -144,12 +144,36 @@ class TrainGanParams:
         _check(0 <= self.label_flip < 0.5, f"{s}.label_flip", self.label_flip, "0 <= x < 0.5")
 
 
+@dataclasses.dataclass(frozen=True)
+class SelectParams:
+    epoch: int | None  # a manual pick; null lets the criterion choose
+    criterion: Literal["last", "acc_real"]  # the rule when no epoch is given
+    target_acc_real: float  # for criterion acc_real: the D accuracy on real images aimed at
+    model_name: str  # MLflow registered model the chosen generator becomes a version of
+    alias: str  # registry alias moved to the new version
+
+    def __post_init__(self):
+        _check(
+            self.epoch is None or self.epoch >= 1,
+            "select_generator.epoch",
+            self.epoch,
+            "null or a snapshot epoch >= 1",
+        )
+        _check(
+            0 <= self.target_acc_real <= 1,
+            "select_generator.target_acc_real",
+            self.target_acc_real,
+            "0 <= x <= 1",
+        )
+
+
 SECTIONS = {
     "tracking": TrackingParams,
     "prepare": PrepareParams,
     "model": ModelParams,
     "train_discriminator_sanity": SanityParams,
     "train_gan": TrainGanParams,
+    "select_generator": SelectParams,
 }
 
 

@@ -39,6 +39,8 @@ class Tracker(Protocol):
 
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
+    def register_model(self, model, name: str, alias: str, description: str) -> str | None: ...
+
 
 class NullTracker:
     """Tracking switched off."""
@@ -60,12 +62,15 @@ class NullTracker:
     def set_tags(self, tags):
         pass
 
+    def register_model(self, model, name, alias, description):
+        return None
+
 
 class MlflowTracker:
     """Logs to one MLflow run through `MlflowClient`, batching metric histories."""
 
-    def __init__(self, client, run_id: str):
-        self.client, self.run_id = client, run_id
+    def __init__(self, client, run_id: str, uri: str):
+        self.client, self.run_id, self.uri = client, run_id, uri
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         self._log_batch([(key, value, step) for key, value in metrics.items()])
@@ -82,6 +87,35 @@ class MlflowTracker:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():
             self.client.set_tag(self.run_id, key, value)
+
+    def register_model(self, model, name: str, alias: str, description: str) -> str:
+        """Log a Keras generator as an MLflow model, register a new version, move `alias` to it."""
+        import keras
+        import mlflow
+        import mlflow.keras
+        import tensorflow as tf
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        signature = ModelSignature(
+            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, int(model.input_shape[-1])))]),
+            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *model.output_shape[1:]))]),
+        )
+        # explicit requirements: inferring them costs seconds per call
+        requirements = [f"tensorflow-cpu=={tf.__version__}", f"keras=={keras.__version__}"]
+        mlflow.set_tracking_uri(self.uri)
+        with mlflow.start_run(run_id=self.run_id, nested=True):
+            info = mlflow.keras.log_model(
+                model,
+                name="generator",
+                signature=signature,
+                pip_requirements=requirements,
+                registered_model_name=name,
+            )
+        version = str(info.registered_model_version)
+        self.client.update_model_version(name, version, description=description)
+        self.client.set_registered_model_alias(name, alias, version)
+        return version
 
     def _log_batch(self, points: list[tuple[str, float, int]]) -> None:
         from mlflow.entities import Metric
@@ -135,7 +169,7 @@ def stage_run(
             "check MLFLOW_TRACKING_URI or unset it to use ./mlflow.db"
         ) from None
     run_id = run.info.run_id
-    tracker = MlflowTracker(client, run_id)
+    tracker = MlflowTracker(client, run_id, uri)
     from mlflow.entities import Param
 
     items = [Param(key, str(value)) for key, value in params.items()]

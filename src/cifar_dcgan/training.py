@@ -5,7 +5,7 @@
 Outputs: `epoch_NNN.keras` generator snapshots; in the reports folder `losses.csv`
 (d1/d2/g per iteration), `snapshots.csv` (one row per snapshot), `metrics.json` (final
 numbers for `dvc exp show`), `grids/epoch_NNN.png` (7x7 samples from fixed probe latent
-points) and `losses.png` / `accuracy.png`.
+points), `losses.png` / `accuracy.png` and `run.json` (the tracking run, for selection).
 """
 
 import csv
@@ -136,6 +136,7 @@ class SnapshotCallback(keras.callbacks.Callback):
             **{k: last[k] for k in SNAPSHOT_COLUMNS[2:]},
         }
         (self.reports_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+        (self.reports_dir / "run.json").write_text(json.dumps({"run_id": self.tracker.run_id}) + "\n")
         for name in ("losses.png", "accuracy.png", "snapshots.csv", "metrics.json"):
             self.tracker.log_artifact(self.reports_dir / name, "reports")
 

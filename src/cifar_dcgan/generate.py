@@ -1,0 +1,110 @@
+"""Use a trained generator: sample images, a grid, one image from a constant latent vector,
+or an interpolation strip between two latent points.
+
+    cifar-dcgan-generate --model models/generator.keras --grid samples.png --n 49 --seed 3
+    cifar-dcgan-generate --model models:/cifar10-dcgan-generator@champion --out-dir images --n 10
+    cifar-dcgan-generate --constant 0.75 --grid one.png --n 1
+    cifar-dcgan-generate --interpolate slerp --steps 10 --grid strip.png
+
+(`python -m cifar_dcgan.generate` works the same.) Models are loaded with Keras' safe mode.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from cifar_dcgan.errors import PipelineError
+from cifar_dcgan.images import save_grid, to_unit
+
+
+def load_generator(uri: str):
+    """A Keras generator from a `.keras` file or an MLflow `models:/name@alias` URI."""
+    import keras
+
+    if uri.startswith(("models:/", "runs:/")):
+        import mlflow.keras
+
+        from cifar_dcgan.tracking import tracking_uri
+
+        mlflow.set_tracking_uri(tracking_uri())
+        try:
+            return mlflow.keras.load_model(uri)
+        except Exception as error:  # MLflow raises several types for an unknown name/alias/version
+            raise PipelineError(
+                f"cannot load {uri} from the tracking store {tracking_uri()}: "
+                f"{str(error).splitlines()[0]}; check the model name and alias"
+            ) from None
+    path = Path(uri)
+    if not path.is_file():
+        raise PipelineError(
+            f"model file not found: {path}; run `make repro` (or `dvc repro select-generator`) first"
+        )
+    return keras.models.load_model(path, safe_mode=True)
+
+
+def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
+    """Spherical interpolation: stays at the norm Gaussian latent points typically have."""
+    omega = np.arccos(np.clip(np.dot(a / np.linalg.norm(a), b / np.linalg.norm(b)), -1.0, 1.0))
+    if np.isclose(np.sin(omega), 0.0):
+        return (1.0 - t) * a + t * b
+    return (np.sin((1.0 - t) * omega) * a + np.sin(t * omega) * b) / np.sin(omega)
+
+
+def interpolate(a: np.ndarray, b: np.ndarray, steps: int, method: str) -> np.ndarray:
+    """(steps, latent_dim) points from a to b, both ends included."""
+    ts = np.linspace(0.0, 1.0, steps)
+    if method == "slerp":
+        return np.stack([slerp(a, b, t) for t in ts]).astype(np.float32)
+    return np.stack([(1.0 - t) * a + t * b for t in ts]).astype(np.float32)
+
+
+def latents(args, latent_dim: int) -> np.ndarray:
+    rng = np.random.default_rng(args.seed)
+    if args.interpolate:
+        a, b = rng.standard_normal((2, latent_dim))
+        return interpolate(a, b, args.steps, args.interpolate)
+    if args.constant is not None:
+        return np.full((args.n, latent_dim), args.constant, dtype=np.float32)
+    return rng.standard_normal((args.n, latent_dim)).astype(np.float32)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--model", default="models/generator.keras", help=".keras file or models:/ URI")
+    parser.add_argument("--n", type=int, default=49, help="number of images")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the latent points")
+    parser.add_argument("--constant", type=float, help="use this value for every latent coordinate")
+    parser.add_argument(
+        "--interpolate", choices=["linear", "slerp"], help="a strip between two random points"
+    )
+    parser.add_argument("--steps", type=int, default=10, help="images in the interpolation strip")
+    parser.add_argument("--grid", type=Path, help="write the images as one PNG grid here")
+    parser.add_argument("--out-dir", type=Path, help="write each image as its own PNG here")
+    args = parser.parse_args(argv)
+    try:
+        if args.n <= 0 or args.steps < 2:
+            raise PipelineError(f"--n must be >= 1 (got {args.n}) and --steps >= 2 (got {args.steps})")
+        if args.grid is None and args.out_dir is None:
+            raise PipelineError("nothing to write: give --grid FILE.png and/or --out-dir DIR")
+        generator = load_generator(args.model)
+        images = generator.predict(latents(args, int(generator.input_shape[-1])), verbose=0)  # (n, 32, 32, 3)
+        if args.grid:
+            save_grid(images, args.grid, columns=len(images) if args.interpolate else 7)
+        if args.out_dir:
+            import matplotlib.pyplot as plt
+
+            args.out_dir.mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(to_unit(images)):
+                plt.imsave(args.out_dir / f"image_{i:04d}.png", image)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    print(f"generated {len(images)} image(s) from {args.model}")
+
+
+if __name__ == "__main__":
+    main()

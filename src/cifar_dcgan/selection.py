@@ -1,0 +1,135 @@
+"""Pick one generator snapshot by a rule in params, record why, and show every candidate.
+
+    python stages/select_generator.py   (what `dvc repro select-generator` runs)
+
+Reads only what DVC tracks (`snapshots.csv`, the snapshot files and their probe grids), so
+DVC knows when the choice must be redone. Rules:
+- `select_generator.epoch: N`: the snapshot of epoch N (a cherry-pick made in the MLflow UI);
+- otherwise `select_generator.criterion`: `last` (the final snapshot), or `acc_real`
+  (D's accuracy on real images closest to `target_acc_real`: D neither fooled nor sure).
+Snapshots with non-finite numbers (a diverged run) are never chosen.
+"""
+
+import csv
+import json
+import math
+import shutil
+from pathlib import Path
+
+import matplotlib.image
+
+from cifar_dcgan.config import SelectParams
+from cifar_dcgan.errors import PipelineError
+from cifar_dcgan.images import plt
+
+
+def read_snapshots(snapshots_csv: Path, snapshots_dir: Path) -> list[dict]:
+    """Rows of snapshots.csv as numbers, each with its file and whether it may be chosen."""
+    try:
+        with open(snapshots_csv, newline="") as file:
+            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
+    except (OSError, ValueError) as error:
+        raise PipelineError(
+            f"cannot read {snapshots_csv}: {error}; run `dvc repro train-gan` first"
+        ) from None
+    if not rows:
+        raise PipelineError(f"{snapshots_csv} lists no snapshots; run `dvc repro train-gan` first")
+    for row in rows:
+        row["epoch"] = int(row["epoch"])
+        row["path"] = snapshots_dir / f"epoch_{row['epoch']:03d}.keras"
+        row["usable"] = all(math.isfinite(v) for v in row.values() if isinstance(v, float))
+        if not row["path"].is_file():
+            raise PipelineError(f"snapshot file {row['path']} is missing; run `dvc repro train-gan`")
+    return rows
+
+
+def choose(rows: list[dict], params: SelectParams) -> tuple[dict, str]:
+    """Return (the chosen row, a sentence saying why)."""
+    if params.epoch is not None:
+        by_epoch = {row["epoch"]: row for row in rows}
+        if params.epoch not in by_epoch:
+            raise PipelineError(
+                f"params.yaml: select_generator.epoch = {params.epoch} is not a saved snapshot; "
+                f"available epochs: {sorted(by_epoch)}"
+            )
+        row = by_epoch[params.epoch]
+        if not row["usable"]:
+            raise PipelineError(
+                f"select_generator.epoch = {params.epoch}: that snapshot has non-finite "
+                "metrics (the run diverged there); pick another epoch"
+            )
+        return row, f"manual pick: select_generator.epoch = {params.epoch}"
+    usable = [row for row in rows if row["usable"]]
+    if not usable:
+        raise PipelineError(
+            "every snapshot has non-finite metrics: the training diverged; "
+            "lower the learning rates in params.yaml and retrain"
+        )
+    if params.criterion == "last":
+        return usable[-1], "criterion last: the final usable snapshot"
+    row = min(usable, key=lambda r: (abs(r["acc_real"] - params.target_acc_real), -r["epoch"]))
+    return row, (
+        f"criterion acc_real: D accuracy on real images closest to {params.target_acc_real} "
+        f"(latest epoch on ties)"
+    )
+
+
+def contact_sheet(rows: list[dict], chosen: int, grids_dir: Path, path: Path) -> None:
+    """Every snapshot's probe grid side by side with its metrics; the chosen one framed."""
+    columns = min(len(rows), 5)
+    n_rows = -(-len(rows) // columns)
+    figure, axes = plt.subplots(n_rows, columns, figsize=(3.2 * columns, 3.7 * n_rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, row in zip(axes.flat, rows):
+        grid_path = grids_dir / f"epoch_{row['epoch']:03d}.png"
+        if grid_path.is_file():
+            ax.imshow(matplotlib.image.imread(grid_path))
+        is_chosen = row["epoch"] == chosen
+        ax.set_title(
+            f"{'CHOSEN: ' if is_chosen else ''}epoch {row['epoch']}\n"
+            f"acc real {row['acc_real']:.2f} / fake {row['acc_fake']:.2f}\n"
+            f"d1 {row['d1']:.2f} d2 {row['d2']:.2f} g {row['g']:.2f}",
+            fontsize=9,
+            color="crimson" if is_chosen else "black",
+            fontweight="bold" if is_chosen else "normal",
+        )
+        if is_chosen:
+            ax.axis("on")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set(color="crimson", linewidth=4)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def select_generator(
+    snapshots_csv: Path,
+    snapshots_dir: Path,
+    grids_dir: Path,
+    training_run_id: str | None,
+    params: SelectParams,
+    out_model: Path,
+    reports_dir: Path,
+) -> dict:
+    """Copy the chosen snapshot to `out_model`; write selection.json and the contact sheet."""
+    rows = read_snapshots(snapshots_csv, snapshots_dir)
+    chosen, reason = choose(rows, params)
+    out_model.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_model.with_suffix(".tmp")
+    shutil.copyfile(chosen["path"], tmp)
+    tmp.replace(out_model)
+    selection = {
+        "epoch": chosen["epoch"],
+        "rule": reason,
+        "snapshot": str(chosen["path"]),
+        "training_run_id": training_run_id,
+        "candidates": [{k: (str(v) if isinstance(v, Path) else v) for k, v in row.items()} for row in rows],
+    }
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    (reports_dir / "selection.json").write_text(json.dumps(selection, indent=2) + "\n")
+    contact_sheet(rows, chosen["epoch"], grids_dir, reports_dir / "contact_sheet.png")
+    return selection

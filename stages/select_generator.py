@@ -1,0 +1,59 @@
+"""Stage `select-generator`: pick a snapshot by the rule in params, record why, register it.
+
+    python stages/select_generator.py --snapshots models/snapshots --training reports/train_gan \
+        --out models/generator.keras --reports reports/select_generator
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+import keras
+
+from cifar_dcgan.config import flatten, load_params
+from cifar_dcgan.errors import run_stage
+from cifar_dcgan.selection import select_generator
+from cifar_dcgan.tracking import stage_run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--snapshots", type=Path, required=True)
+    parser.add_argument("--training", type=Path, required=True, help="train-gan's reports folder")
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--reports", type=Path, required=True)
+    args = parser.parse_args()
+    params = load_params(args.params, "tracking", "select_generator")
+    p = params["select_generator"]
+    training_run_id = json.loads((args.training / "run.json").read_text())["run_id"]
+    tags = (
+        {"training_run_id": training_run_id, "mlflow.parentRunId": training_run_id} if training_run_id else {}
+    )
+    with stage_run(
+        "select-generator", params["tracking"].experiment, flatten({"select_generator": p}), tags
+    ) as tracker:
+        selection = select_generator(
+            args.training / "snapshots.csv",
+            args.snapshots,
+            args.training / "grids",
+            training_run_id,
+            p,
+            args.out,
+            args.reports,
+        )
+        tracker.log_metrics({"selected_epoch": selection["epoch"]}, step=0)
+        tracker.log_artifact(args.reports / "selection.json")
+        tracker.log_artifact(args.reports / "contact_sheet.png")
+        description = f"epoch {selection['epoch']} of training run {training_run_id}; {selection['rule']}"
+        version = tracker.register_model(
+            keras.models.load_model(args.out), p.model_name, p.alias, description
+        )
+    print(
+        f"selected epoch {selection['epoch']} ({selection['rule']}) -> {args.out}"
+        + (f"; registered {p.model_name} version {version} as @{p.alias}" if version else "")
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

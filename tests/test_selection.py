@@ -1,0 +1,164 @@
+"""Choosing a snapshot, and using the chosen generator."""
+
+import csv
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from cifar_dcgan.errors import PipelineError
+from cifar_dcgan.generate import interpolate, main, slerp
+from cifar_dcgan.selection import select_generator
+from conftest import SMALL_MODEL
+
+
+def fake_training(tmp_path, make_params, rows):
+    """A train-gan output folder: snapshots.csv rows and a small generator per epoch."""
+    from cifar_dcgan.models import build_generator
+
+    snapshots, reports = tmp_path / "snapshots", tmp_path / "train_gan"
+    snapshots.mkdir()
+    reports.mkdir()
+    generator = build_generator(make_params("model", **SMALL_MODEL), 8, seed=0)
+    for row in rows:
+        generator.save(snapshots / f"epoch_{row['epoch']:03d}.keras")
+    with open(reports / "snapshots.csv", "w", newline="") as file:
+        writer = csv.DictWriter(file, ["epoch", "iteration", "acc_real", "acc_fake", "d1", "d2", "g"])
+        writer.writeheader()
+        writer.writerows({"iteration": 10 * r["epoch"], "d1": 0.5, "d2": 0.5, "g": 1.0, **r} for r in rows)
+    return snapshots, reports
+
+
+ROWS = [
+    {"epoch": 1, "acc_real": 0.9, "acc_fake": 0.8},
+    {"epoch": 2, "acc_real": 0.55, "acc_fake": 0.4},
+    {"epoch": 3, "acc_real": 0.7, "acc_fake": 0.6},
+    {"epoch": 4, "acc_real": float("nan"), "acc_fake": 0.5},
+]
+
+
+def select(tmp_path, make_params, **changes):
+    snapshots, reports = fake_training(tmp_path, make_params, ROWS)
+    params = make_params("select_generator", **changes)
+    out = tmp_path / "generator.keras"
+    return select_generator(
+        reports / "snapshots.csv", snapshots, reports / "grids", "run123", params, out, tmp_path / "selection"
+    ), out
+
+
+@pytest.mark.parametrize(
+    "changes, epoch",
+    [
+        ({}, 3),  # last usable: epoch 4 diverged (NaN)
+        ({"criterion": "acc_real", "target_acc_real": 0.5}, 2),
+        ({"epoch": 1}, 1),
+    ],
+)
+def test_rules_pick_the_expected_snapshot(tmp_path, make_params, changes, epoch):
+    selection, out = select(tmp_path, make_params, **changes)
+    assert selection["epoch"] == epoch
+    assert out.read_bytes() == (tmp_path / "snapshots" / f"epoch_{epoch:03d}.keras").read_bytes()
+    saved = json.loads((tmp_path / "selection" / "selection.json").read_text())
+    assert saved["epoch"] == epoch and saved["training_run_id"] == "run123"
+    assert [c["epoch"] for c in saved["candidates"]] == [1, 2, 3, 4]
+    assert [c["usable"] for c in saved["candidates"]] == [True, True, True, False]
+    assert (tmp_path / "selection" / "contact_sheet.png").stat().st_size > 5000
+
+
+def test_a_pick_that_is_not_a_snapshot_lists_the_available_epochs(tmp_path, make_params):
+    with pytest.raises(
+        PipelineError,
+        match=r"select_generator.epoch = 7 is not a saved snapshot; "
+        r"available epochs: \[1, 2, 3, 4\]",
+    ):
+        select(tmp_path, make_params, epoch=7)
+    assert not (tmp_path / "generator.keras").exists()
+
+
+def test_a_diverged_snapshot_is_never_picked(tmp_path, make_params):
+    with pytest.raises(PipelineError, match="epoch = 4: that snapshot has non-finite"):
+        select(tmp_path, make_params, epoch=4)
+
+
+@pytest.fixture
+def generator_file(tmp_path, make_params):
+    from cifar_dcgan.models import build_generator
+
+    path = tmp_path / "generator.keras"
+    build_generator(make_params("model", **SMALL_MODEL), 8, seed=0).save(path)
+    return path
+
+
+def test_generate_writes_images_and_grids(tmp_path, generator_file):
+    main(
+        [
+            "--model",
+            str(generator_file),
+            "--n",
+            "5",
+            "--seed",
+            "1",
+            "--out-dir",
+            str(tmp_path / "imgs"),
+            "--grid",
+            str(tmp_path / "grid.png"),
+        ]
+    )
+    files = sorted((tmp_path / "imgs").iterdir())
+    assert len(files) == 5
+    image = keras.utils.load_img(files[0])
+    assert image.size == (32, 32)
+    grid = np.asarray(keras.utils.load_img(tmp_path / "grid.png"))
+    assert grid.shape == (4 * (2 + 34), 4 * (2 + 7 * 34), 3)  # one row of 7 cells of 32 + 2, 4x upscaled
+
+
+def test_constant_latent_gives_one_deterministic_image(tmp_path, generator_file):
+    for name in ("a", "b"):
+        main(
+            [
+                "--model",
+                str(generator_file),
+                "--constant",
+                "0.75",
+                "--n",
+                "1",
+                "--out-dir",
+                str(tmp_path / name),
+            ]
+        )
+    first, second = (np.asarray(keras.utils.load_img(tmp_path / n / "image_0000.png")) for n in ("a", "b"))
+    np.testing.assert_array_equal(first, second)
+
+
+def test_interpolation_ends_at_both_points_and_slerp_keeps_the_norm():
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((2, 100))
+    for method in ("linear", "slerp"):
+        path = interpolate(a, b, 7, method)
+        assert path.shape == (7, 100)
+        np.testing.assert_allclose(path[0], a, rtol=1e-5)
+        np.testing.assert_allclose(path[-1], b, rtol=1e-5)
+    middle = slerp(a / np.linalg.norm(a), b / np.linalg.norm(b), 0.5)
+    assert np.linalg.norm(middle) == pytest.approx(1.0)
+    assert np.linalg.norm(interpolate(a, b, 3, "linear")[1]) < min(np.linalg.norm(a), np.linalg.norm(b))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "nowhere.keras", "--grid", "g.png"], "model file not found: nowhere.keras"),
+        (["--n", "0", "--grid", "g.png"], "--n must be >= 1"),
+        (
+            ["--model", "models:/no-such-model@champion", "--grid", "g.png"],
+            "cannot load models:/no-such-model@champion",
+        ),
+        ([], "nothing to write"),
+    ],
+)
+def test_generate_bad_arguments(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
