@@ -109,10 +109,9 @@ def test_same_seed_same_losses_with_or_without_tracking(tmp_path, make_params):
 
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     run = client.create_run(client.create_experiment("t", (tmp_path / "art").as_uri()))
-    untracked, tracked = (
-        losses(NullTracker(), "a"),
-        losses(MlflowTracker(client, run.info.run_id, client.tracking_uri), "b"),
-    )
+    tracker = MlflowTracker(client, run.info.run_id, client.tracking_uri)
+    untracked, tracked = losses(NullTracker(), "a"), losses(tracker, "b")
+    tracker.flush()
     assert untracked == tracked
     assert len(untracked.splitlines()) == 1 + 2 * 4  # header + 2 epochs x 64 // 16 iterations
     history = client.get_metric_history(run.info.run_id, "g")
@@ -121,3 +120,15 @@ def test_same_seed_same_losses_with_or_without_tracking(tmp_path, make_params):
         "epoch_001.keras",
         "epoch_002.keras",
     ]
+
+
+@pytest.mark.parametrize("precision", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_trains_with_float32_outputs(tmp_path, make_params, precision):
+    model = make_params("model", **SMALL_MODEL)
+    params = make_params("train_gan", **tiny_training(precision=precision, epochs=1))
+    gan = train_gan(real_images(), model, params, tmp_path / "snap", tmp_path / "rep", NullTracker())
+    assert gan.generator.layers[1].compute_dtype == precision.removeprefix("mixed_")
+    assert gan.discriminator.output.dtype == gan.generator.output.dtype == "float32"
+    losses = np.loadtxt(tmp_path / "rep" / "losses.csv", delimiter=",", skiprows=1)
+    assert np.all(np.isfinite(losses)) and losses.shape == (4, 4)
+    assert keras.config.dtype_policy().name == "float32"  # the policy does not leak

@@ -123,6 +123,7 @@ class TrainGanParams:
     label_noise: float  # real targets get U(-n, n) added (clipped to [0, 1])
     label_flip: float  # probability of swapping real/fake labels in D updates
     seed: int  # seeds weights, sampling, latents and the probe grid
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"]  # compute dtype policy
 
     def __post_init__(self):
         s = "train_gan"

@@ -22,9 +22,15 @@ def discriminator_update(
     with tf.GradientTape() as tape:
         predictions = discriminator(images, training=True)  # (B, 1)
         loss = bce(targets, predictions)
-    gradients = tape.gradient(loss, discriminator.trainable_weights)
+        scaled_loss = scaled(optimizer, loss)
+    gradients = tape.gradient(scaled_loss, discriminator.trainable_weights)
     optimizer.apply_gradients(zip(gradients, discriminator.trainable_weights))
     return loss, predictions
+
+
+def scaled(optimizer: keras.optimizers.Optimizer, loss: tf.Tensor) -> tf.Tensor:
+    """The loss to differentiate: scaled up under float16 loss scaling (the optimizer unscales)."""
+    return optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
 
 
 def accuracy(predictions: tf.Tensor, real: bool) -> tf.Tensor:
@@ -108,7 +114,8 @@ class DCGAN(keras.Model):
                 self.generator(random_latent_vectors, training=True), training=True
             )
             g = bce(misleading_labels, predictions)
-        gradients = tape.gradient(g, self.generator.trainable_weights)
+            scaled_g = scaled(self.g_optimizer, g)
+        gradients = tape.gradient(scaled_g, self.generator.trainable_weights)
         self.g_optimizer.apply_gradients(zip(gradients, self.generator.trainable_weights))
         for variable, value in zip(self.discriminator.non_trainable_variables, d_state):
             variable.assign(value)  # D's batch-norm statistics stay as the D updates left them

@@ -7,7 +7,11 @@ Defaults reproduce the classic Keras DCGAN for CIFAR-10:
   LeakyReLU, Conv2D 3 3x3 tanh.
 """
 
+import contextlib
+from pathlib import Path
+
 import keras
+import tensorflow as tf
 from keras import layers
 
 from cifar_dcgan.config import ModelParams
@@ -77,5 +81,34 @@ def build_generator(params: ModelParams, latent_dim: int, seed: int) -> keras.Mo
     return keras.Model(inputs, outputs, name="generator")
 
 
-def adam(learning_rate: float, beta1: float) -> keras.optimizers.Optimizer:
-    return keras.optimizers.Adam(learning_rate=learning_rate, beta_1=beta1)
+def resolve_precision(precision: str) -> str:
+    """`auto` -> mixed_bfloat16 on CPUs with native bf16 and GPUs of compute capability >= 8,
+    mixed_float16 on older GPUs, float32 elsewhere; other names pass through."""
+    if precision != "auto":
+        return precision
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        major = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))[0]
+        return "mixed_bfloat16" if major >= 8 else "mixed_float16"
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
+    return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
+@contextlib.contextmanager
+def dtype_policy(precision: str):
+    """Build models under a Keras dtype policy, restoring the previous one afterwards."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(resolve_precision(precision))
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def adam(learning_rate: float, beta1: float, precision: str = "float32") -> keras.optimizers.Optimizer:
+    """Adam; under mixed_float16 wrapped in dynamic loss scaling, which float16 needs."""
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate, beta_1=beta1)
+    if resolve_precision(precision) == "mixed_float16":
+        return keras.optimizers.LossScaleOptimizer(optimizer)
+    return optimizer

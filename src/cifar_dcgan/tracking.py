@@ -39,6 +39,8 @@ class Tracker(Protocol):
 
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
+    def flush(self) -> None: ...
+
     def register_model(self, model, name: str, alias: str, description: str) -> str | None: ...
 
 
@@ -62,6 +64,9 @@ class NullTracker:
     def set_tags(self, tags):
         pass
 
+    def flush(self):
+        pass
+
     def register_model(self, model, name, alias, description):
         return None
 
@@ -71,6 +76,7 @@ class MlflowTracker:
 
     def __init__(self, client, run_id: str, uri: str):
         self.client, self.run_id, self.uri = client, run_id, uri
+        self.pending = []  # asynchronous log_batch operations not yet confirmed
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         self._log_batch([(key, value, step) for key, value in metrics.items()])
@@ -123,7 +129,16 @@ class MlflowTracker:
         now = int(time.time() * 1000)
         metrics = [Metric(key, float(value), now, int(step)) for key, value, step in points]
         for start in range(0, len(metrics), MAX_BATCH):
-            self.client.log_batch(self.run_id, metrics=metrics[start : start + MAX_BATCH])
+            # asynchronous: training goes on while MLflow writes (16 ms per value when synchronous)
+            operation = self.client.log_batch(
+                self.run_id, metrics=metrics[start : start + MAX_BATCH], synchronous=False
+            )
+            self.pending.append(operation)
+
+    def flush(self) -> None:
+        """Wait until every metric logged so far is stored (raises what storing raised)."""
+        while self.pending:
+            self.pending.pop(0).wait()
 
 
 def repo_root(env: Mapping[str, str] | None = None) -> Path:
@@ -183,6 +198,7 @@ def stage_run(
         status = "KILLED"
         raise
     finally:
+        tracker.flush()
         client.set_terminated(run_id, status=status)
 
 

@@ -22,7 +22,7 @@ from cifar_dcgan.config import ModelParams, TrainGanParams
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.gan import DCGAN
 from cifar_dcgan.images import save_grid, save_line_plot
-from cifar_dcgan.models import adam, build_discriminator, build_generator
+from cifar_dcgan.models import adam, build_discriminator, build_generator, dtype_policy
 from cifar_dcgan.tracking import Tracker
 
 LOSSES = ("d1", "d2", "g")
@@ -169,14 +169,14 @@ def train_gan(
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
     keras.utils.set_random_seed(params.seed)
-    gan = DCGAN(
-        build_discriminator(model, params.seed),
-        build_generator(model, params.latent_dim, params.seed),
-        tf.constant(real_images),
-        params,
-        steps,
+    with dtype_policy(params.precision):
+        discriminator = build_discriminator(model, params.seed)
+        generator = build_generator(model, params.latent_dim, params.seed)
+    gan = DCGAN(discriminator, generator, tf.constant(real_images), params, steps)
+    gan.compile(
+        adam(params.d_learning_rate, params.beta1, params.precision),
+        adam(params.g_learning_rate, params.beta1, params.precision),
     )
-    gan.compile(adam(params.d_learning_rate, params.beta1), adam(params.g_learning_rate, params.beta1))
     callback = SnapshotCallback(real_images, params, snapshots_dir, reports_dir, tracker)
     dataset = real_index_batches(len(real_images), params.batch_size // 2, params.sampling, params.seed)
     gan.fit(
