@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install repro test test-fast lint format clean
+.PHONY: help install repro test test-fast bench lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -28,6 +28,9 @@ test: $(STAMP)  ## run all tests, slow end-to-end ones included
 
 test-fast: $(STAMP)  ## run the fast tests only
 	pytest -m "not slow"
+
+bench: $(STAMP)  ## measure the training step against the classic loop (several minutes; use a quiet machine)
+	python benchmarks/bench.py
 
 lint: $(STAMP)  ## ruff format --check and ruff check
 	ruff format --check .
