@@ -26,9 +26,9 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params, "tracking", "prepare")
     p = params["prepare"]
-    archive = cifar.fetch_archive(p.url, p.md5, args.cache, p.retries)
-    summary = cifar.prepare(archive, p.md5, args.out, args.reports, p.limit)
     with stage_run("prepare", params["tracking"].experiment, flatten({"prepare": p})) as tracker:
+        archive = cifar.fetch_archive(p.url, p.md5, args.cache, p.retries)
+        summary = cifar.prepare(archive, p.md5, args.out, args.reports, p.limit)
         tracker.log_metrics(
             {"train_images": summary.train_images, "test_images": summary.test_images}, step=0
         )

@@ -1,5 +1,6 @@
 """Where runs are stored and how they are tagged."""
 
+
 from cifar_dcgan.tracking import repo_root, run_tags, tracking_uri
 
 
@@ -26,3 +27,30 @@ def test_tags_name_stage_and_dvc_experiment():
     assert tags["stage"] == "train-gan"
     assert tags["dvc_exp_name"] == "dizzy-duck" and tags["dvc_exp_baseline_rev"] == "abc123"
     assert len(tags["git_commit"]) == 40  # the tests run inside the project's git checkout
+
+
+def test_unreachable_tracking_server_fails_fast_before_any_work(tmp_path, monkeypatch):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    (tmp_path / "params.yaml").write_text((REPO / "params.yaml").read_text())
+    start = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, str(REPO / "stages" / "prepare.py"), "--out", "data", "--reports", "reports"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "MLFLOW_TRACKING_URI": uri},
+    )
+    assert time.monotonic() - start < 10
+    assert result.returncode == 2
+    assert f"the MLflow tracking server {uri} is unreachable" in result.stderr
+    assert not (tmp_path / "data").exists()  # nothing was downloaded or written

@@ -13,6 +13,7 @@ import contextlib
 import os
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -174,6 +175,7 @@ def stage_run(
     from mlflow.exceptions import MlflowException
 
     uri = tracking_uri()
+    check_store(uri)
     client = MlflowClient(tracking_uri=uri)
     try:
         experiment_id = _experiment_id(client, experiment, uri)
@@ -200,6 +202,27 @@ def stage_run(
     finally:
         tracker.flush()
         client.set_terminated(run_id, status=status)
+
+
+def check_store(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, before any work, when the tracking store cannot be reached."""
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme in ("http", "https"):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+        except requests.RequestException as error:
+            raise PipelineError(
+                f"the MLflow tracking server {uri} is unreachable ({type(error).__name__}); start it, "
+                "correct MLFLOW_TRACKING_URI, or unset it to track into ./mlflow.db"
+            ) from None
+    elif parsed.scheme == "sqlite":
+        folder = Path(uri.removeprefix("sqlite:///")).parent
+        if not folder.is_dir():
+            raise PipelineError(
+                f"tracking store {uri}: folder {folder} does not exist; create it or fix MLFLOW_TRACKING_URI"
+            )
 
 
 def _experiment_id(client, name: str, uri: str) -> str:
