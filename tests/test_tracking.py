@@ -1,7 +1,13 @@
 """Where runs are stored and how they are tagged."""
 
+import os
+import socket
+import subprocess
+import sys
+import time
 
 from cifar_dcgan.tracking import repo_root, run_tags, tracking_uri
+from conftest import REPO
 
 
 def test_default_store_is_an_absolute_sqlite_file_in_the_repo_root(tmp_path, monkeypatch):
@@ -29,14 +35,7 @@ def test_tags_name_stage_and_dvc_experiment():
     assert len(tags["git_commit"]) == 40  # the tests run inside the project's git checkout
 
 
-def test_unreachable_tracking_server_fails_fast_before_any_work(tmp_path, monkeypatch):
-    import socket
-    import subprocess
-    import sys
-    import time
-
-    from conftest import REPO
-
+def test_unreachable_tracking_server_fails_fast_before_any_work(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -48,7 +47,7 @@ def test_unreachable_tracking_server_fails_fast_before_any_work(tmp_path, monkey
         cwd=tmp_path,
         capture_output=True,
         text=True,
-        env={**__import__("os").environ, "MLFLOW_TRACKING_URI": uri},
+        env={**os.environ, "MLFLOW_TRACKING_URI": uri},
     )
     assert time.monotonic() - start < 10
     assert result.returncode == 2
