@@ -162,3 +162,17 @@ def test_generate_bad_arguments(tmp_path, monkeypatch, capsys, argv, message):
         main(argv)
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_a_model_with_a_lambda_layer_is_refused_unless_allowed(tmp_path, capsys):
+    inputs = keras.Input((8,))
+    outputs = keras.layers.Reshape((32, 32, 3))(keras.layers.Dense(3072)(inputs))
+    outputs = keras.layers.Lambda(lambda x: x * 0.5)(outputs)
+    path = tmp_path / "lambda.keras"
+    keras.Model(inputs, outputs).save(path)
+    with pytest.raises(SystemExit):
+        main(["--model", str(path), "--grid", str(tmp_path / "g.png")])
+    assert f"refusing to load {path}: it contains a Lambda layer" in capsys.readouterr().err
+    assert not (tmp_path / "g.png").exists()
+    main(["--model", str(path), "--grid", str(tmp_path / "g.png"), "--allow-unsafe"])
+    assert (tmp_path / "g.png").exists()

@@ -19,8 +19,9 @@ from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.images import save_grid, to_unit
 
 
-def load_generator(uri: str):
-    """A Keras generator from a `.keras` file or an MLflow `models:/name@alias` URI."""
+def load_generator(uri: str, allow_unsafe: bool = False):
+    """A Keras generator from a `.keras` file or an MLflow `models:/name@alias` URI. Keras'
+    safe mode refuses files whose layers carry Python code (Lambda) unless `allow_unsafe`."""
     import keras
 
     if uri.startswith(("models:/", "runs:/")):
@@ -41,7 +42,15 @@ def load_generator(uri: str):
         raise PipelineError(
             f"model file not found: {path}; run `make repro` (or `dvc repro select-generator`) first"
         )
-    return keras.models.load_model(path, safe_mode=True)
+    try:
+        return keras.models.load_model(path, safe_mode=not allow_unsafe)
+    except ValueError as error:
+        if "safe_mode" not in str(error):
+            raise PipelineError(f"cannot load {path}: {str(error).splitlines()[0]}") from None
+        raise PipelineError(
+            f"refusing to load {path}: it contains a Lambda layer, i.e. code that would run on "
+            "loading; pass --allow-unsafe only if you trust where the file came from"
+        ) from None
 
 
 def slerp(a: np.ndarray, b: np.ndarray, t: float) -> np.ndarray:
@@ -84,13 +93,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=10, help="images in the interpolation strip")
     parser.add_argument("--grid", type=Path, help="write the images as one PNG grid here")
     parser.add_argument("--out-dir", type=Path, help="write each image as its own PNG here")
+    parser.add_argument(
+        "--allow-unsafe", action="store_true", help="load models with Lambda layers (runs code)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.n <= 0 or args.steps < 2:
             raise PipelineError(f"--n must be >= 1 (got {args.n}) and --steps >= 2 (got {args.steps})")
         if args.grid is None and args.out_dir is None:
             raise PipelineError("nothing to write: give --grid FILE.png and/or --out-dir DIR")
-        generator = load_generator(args.model)
+        generator = load_generator(args.model, args.allow_unsafe)
         images = generator.predict(latents(args, int(generator.input_shape[-1])), verbose=0)  # (n, 32, 32, 3)
         if args.grid:
             save_grid(images, args.grid, columns=len(images) if args.interpolate else 7)
