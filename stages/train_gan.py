@@ -1,7 +1,8 @@
 """Stage `train-gan`: train the DCGAN, save generator snapshots, track it all in MLflow.
+Resumes from the checkpoint when one of the same params and data exists (after Ctrl-C).
 
     python stages/train_gan.py --data data/prepared --snapshots models/snapshots \
-        --reports reports/train_gan
+        --checkpoint models/checkpoint --reports reports/train_gan
 """
 
 import argparse
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cifar_dcgan import checkpoint
 from cifar_dcgan.config import flatten, load_params
 from cifar_dcgan.errors import run_stage
 from cifar_dcgan.tracking import stage_run
@@ -20,13 +22,21 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--snapshots", type=Path, required=True)
+    parser.add_argument("--checkpoint", type=Path, required=True)
     parser.add_argument("--reports", type=Path, required=True)
     args = parser.parse_args()
     params = load_params(args.params, "tracking", "model", "train_gan")
+    model, train = params["model"], params["train_gan"]
     real_images = np.load(args.data / "train_images.npy", mmap_mode="r")
-    run_params = flatten({k: params[k] for k in ("model", "train_gan")})
-    with stage_run("train-gan", params["tracking"].experiment, run_params) as tracker:
-        train_gan(real_images, params["model"], params["train_gan"], args.snapshots, args.reports, tracker)
+    resume = checkpoint.load(args.checkpoint, checkpoint.fingerprint(model, train, real_images))
+    run_params = flatten({"model": model, "train_gan": train})
+    with stage_run(
+        "train-gan",
+        params["tracking"].experiment,
+        run_params,
+        resume_run_id=resume.run_id if resume else None,
+    ) as tracker:
+        train_gan(real_images, model, train, args.snapshots, args.reports, tracker, args.checkpoint, resume)
 
 
 if __name__ == "__main__":

@@ -126,8 +126,11 @@ def make_params(repo_params):
 @pytest.fixture
 def project(tmp_path) -> Path:
     """A git + DVC repository holding a copy of the project's pipeline and code."""
-    root = tmp_path / "project"
-    root.mkdir()
+    return make_project(tmp_path / "project")
+
+
+def make_project(root: Path) -> Path:
+    root.mkdir(parents=True)
     for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(REPO / name, root / name)
     for folder in ("stages", "src", ".dvc"):

@@ -60,6 +60,10 @@ class DCGAN(keras.Model):
         # per-iteration d1, d2, g of the current epoch, read once per epoch by a callback
         self.loss_history = tf.Variable(tf.zeros((steps_per_epoch, 3)), trainable=False)
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False)
+        # D's batch-norm statistics (not its dropout RNG state), kept unchanged by the G update
+        self.d_statistics = [
+            v for v in discriminator.non_trainable_variables if "seed_generator" not in v.path
+        ]
         self.trackers = {
             name: keras.metrics.Mean(name=name) for name in ("d1", "d2", "g", "acc_real", "acc_fake")
         }
@@ -73,6 +77,22 @@ class DCGAN(keras.Model):
     @property
     def metrics(self):
         return list(self.trackers.values())
+
+    def state_variables(self) -> list:
+        """Everything a resumed run needs to continue bit for bit: both networks (with their
+        RNG states), both optimizers, the latent RNG, the iteration and this epoch's losses."""
+        for optimizer, model in ((self.d_optimizer, self.discriminator), (self.g_optimizer, self.generator)):
+            if not optimizer.built:
+                optimizer.build(model.trainable_variables)
+        return [
+            *self.generator.variables,
+            *self.discriminator.variables,
+            *self.d_optimizer.variables,
+            *self.g_optimizer.variables,
+            self.seed_generator.state,
+            self.iteration,
+            self.loss_history,
+        ]
 
     def random_latent_vectors(self, n) -> tf.Tensor:
         shape = (n, self.latent_dim)
@@ -106,7 +126,7 @@ class DCGAN(keras.Model):
             self.discriminator, self.d_optimizer, fake_images, fake_targets
         )
 
-        d_state = [tf.identity(v) for v in self.discriminator.non_trainable_variables]
+        d_state = [tf.identity(v) for v in self.d_statistics]
         random_latent_vectors = self.random_latent_vectors(2 * half)  # (B, latent_dim)
         misleading_labels = tf.ones((2 * half, 1))
         with tf.GradientTape() as tape:
@@ -117,7 +137,7 @@ class DCGAN(keras.Model):
             scaled_g = scaled(self.g_optimizer, g)
         gradients = tape.gradient(scaled_g, self.generator.trainable_weights)
         self.g_optimizer.apply_gradients(zip(gradients, self.generator.trainable_weights))
-        for variable, value in zip(self.discriminator.non_trainable_variables, d_state):
+        for variable, value in zip(self.d_statistics, d_state):
             variable.assign(value)  # D's batch-norm statistics stay as the D updates left them
 
         row = self.iteration % self.steps_per_epoch

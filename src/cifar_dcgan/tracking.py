@@ -168,9 +168,14 @@ def run_tags(stage: str, env: Mapping[str, str] | None = None) -> dict[str, str]
 
 @contextlib.contextmanager
 def stage_run(
-    stage: str, experiment: str, params: Mapping[str, Any], tags: Mapping[str, str] | None = None
+    stage: str,
+    experiment: str,
+    params: Mapping[str, Any],
+    tags: Mapping[str, str] | None = None,
+    resume_run_id: str | None = None,
 ) -> Iterator[MlflowTracker]:
-    """Open an MLflow run for one stage; it ends FINISHED, FAILED or KILLED with the stage."""
+    """Open an MLflow run for one stage (or reopen `resume_run_id`, when training resumes);
+    it ends FINISHED, FAILED or KILLED with the stage."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -178,8 +183,10 @@ def stage_run(
     check_store(uri)
     client = MlflowClient(tracking_uri=uri)
     try:
-        experiment_id = _experiment_id(client, experiment, uri)
-        run = client.create_run(experiment_id, run_name=stage, tags={**run_tags(stage), **(tags or {})})
+        all_tags = {**run_tags(stage), **(tags or {})}
+        run = _reopen(client, resume_run_id, all_tags) if resume_run_id else None
+        if run is None:
+            run = client.create_run(_experiment_id(client, experiment, uri), run_name=stage, tags=all_tags)
     except MlflowException as error:
         raise PipelineError(
             f"cannot use the MLflow tracking store {uri}: {error.message}; "
@@ -202,6 +209,20 @@ def stage_run(
     finally:
         tracker.flush()
         client.set_terminated(run_id, status=status)
+
+
+def _reopen(client, run_id: str, tags: Mapping[str, str]):
+    """The run `run_id` set RUNNING again, or None if the store no longer has it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        return None
+    client.update_run(run_id, status="RUNNING")
+    for key, value in {**tags, "resumed": "true"}.items():
+        client.set_tag(run_id, key, value)
+    return run
 
 
 def check_store(uri: str, timeout: float = 5.0) -> None:

@@ -11,6 +11,7 @@ points), `losses.png` / `accuracy.png` and `run.json` (the tracking run, for sel
 import csv
 import json
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -18,8 +19,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from cifar_dcgan import checkpoint as checkpoint_lib
+from cifar_dcgan.checkpoint import Checkpoint
 from cifar_dcgan.config import ModelParams, TrainGanParams
-from cifar_dcgan.errors import PipelineError
+from cifar_dcgan.errors import PipelineError, TrainingInterrupted
 from cifar_dcgan.gan import DCGAN
 from cifar_dcgan.images import save_grid, save_line_plot
 from cifar_dcgan.models import adam, build_discriminator, build_generator, dtype_policy
@@ -66,13 +69,56 @@ class SnapshotCallback(keras.callbacks.Callback):
         self.probe = latent_points(
             np.random.default_rng(params.seed), PROBE_IMAGES, params.latent_dim, params.latent_distribution
         )
-        self.losses: list[np.ndarray] = []
+        self.losses: list[np.ndarray] = []  # (iterations, 3) blocks of finished epochs
+        self.epochs_done = 0
         self.rows: list[dict] = []
+        self.checkpoint_dir: Path | None = None
+        self.fingerprint = ""
+        self.interrupted: str | None = None  # the signal's name once one arrived
+
+    def restore(self, checkpoint: Checkpoint) -> None:
+        """Continue where `checkpoint` left off, re-drawing the grids of earlier snapshots."""
+        self.losses = [checkpoint.losses]
+        self.epochs_done = checkpoint.epochs_done
+        self.rows = checkpoint.rows
+        self.eval_rng.bit_generator.state = checkpoint.eval_rng
+        for row in self.rows:
+            generator = keras.models.load_model(self.snapshots_dir / f"epoch_{row['epoch']:03d}.keras")
+            save_grid(
+                generator(self.probe, training=False).numpy(),
+                self.reports_dir / "grids" / f"epoch_{row['epoch']:03d}.png",
+            )
+        if self.rows:
+            self._write_csv(self.reports_dir / "snapshots.csv", SNAPSHOT_COLUMNS, self.rows)
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint_dir is None:
+            return
+        self.tracker.flush()  # what the checkpoint says was logged, was logged
+        checkpoint_lib.save(
+            self.checkpoint_dir,
+            Checkpoint(
+                fingerprint=self.fingerprint,
+                run_id=self.tracker.run_id,
+                epochs_done=self.epochs_done,
+                values=[v.numpy() for v in self.model.state_variables()],
+                losses=np.concatenate(self.losses) if self.losses else np.zeros((0, 3), np.float32),
+                rows=self.rows,
+                eval_rng=self.eval_rng.bit_generator.state,
+            ),
+        )
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.interrupted:
+            self.model.stop_training = True  # after this iteration
 
     def on_epoch_end(self, epoch: int, logs=None):
+        if self.interrupted:
+            return  # a partial epoch: its end-of-epoch work happens after resuming
         epoch += 1  # 1-based from here on, like the snapshot files
         history = self.model.loss_history.numpy().copy()  # (steps_per_epoch, 3)
         self.losses.append(history)
+        self.epochs_done = epoch
         first_step = (epoch - 1) * len(history) + 1
         for i, key in enumerate(LOSSES):
             self.tracker.log_history(key, history[:, i], first_step)
@@ -80,6 +126,7 @@ class SnapshotCallback(keras.callbacks.Callback):
         self.tracker.log_metrics({f"epoch_{k}": v for k, v in means.items()}, step=epoch)
         if epoch % self.config.snapshot_every == 0 or epoch == self.config.epochs:
             self.snapshot(epoch, first_step + len(history) - 1, means)
+        self.save_checkpoint()
 
     def snapshot(self, epoch: int, iteration: int, means: dict[str, float]) -> None:
         gan, n = self.model, self.config.eval_samples
@@ -105,6 +152,8 @@ class SnapshotCallback(keras.callbacks.Callback):
         )
 
     def on_train_end(self, logs=None):
+        if self.interrupted or self.epochs_done < self.config.epochs:
+            return
         losses = np.concatenate(self.losses)  # (iterations, 3)
         iterations = np.arange(1, len(losses) + 1)
         with open(self.reports_dir / "losses.csv", "w") as file:
@@ -157,17 +206,21 @@ def train_gan(
     snapshots_dir: Path,
     reports_dir: Path,
     tracker: Tracker,
+    checkpoint_dir: Path | None = None,
+    resume: Checkpoint | None = None,
 ) -> DCGAN:
-    """Train from scratch; returns the trained DCGAN (the files are written on the way)."""
+    """Train (from `resume` if given); returns the trained DCGAN (files are written on the way).
+    SIGINT/SIGTERM finish the current iteration, save a checkpoint and raise TrainingInterrupted."""
     steps = len(real_images) // params.batch_size
     if steps < 1:
         raise PipelineError(
             f"train_gan.batch_size = {params.batch_size} is larger than the "
             f"{len(real_images)} training images; lower it or raise prepare.limit"
         )
-    for folder in (snapshots_dir, reports_dir):
+    for folder in (reports_dir,) if resume else (snapshots_dir, reports_dir):
         shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
+    for folder in (snapshots_dir, reports_dir / "grids"):
+        folder.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(params.seed)
     with dtype_policy(params.precision):
         discriminator = build_discriminator(model, params.seed)
@@ -178,13 +231,55 @@ def train_gan(
         adam(params.g_learning_rate, params.beta1, params.precision),
     )
     callback = SnapshotCallback(real_images, params, snapshots_dir, reports_dir, tracker)
-    dataset = real_index_batches(len(real_images), params.batch_size // 2, params.sampling, params.seed)
-    gan.fit(
-        dataset,
-        epochs=params.epochs,
-        steps_per_epoch=steps,
-        callbacks=[callback],
-        shuffle=False,
-        verbose=1 if sys.stdout.isatty() else 2,
-    )
+    callback.checkpoint_dir = checkpoint_dir
+    callback.fingerprint = checkpoint_lib.fingerprint(model, params, real_images)
+    callback.set_model(gan)
+    if resume:
+        for variable, value in zip(gan.state_variables(), resume.values, strict=True):
+            variable.assign(value)
+        callback.restore(resume)
+    done = int(gan.iteration.numpy())
+    if resume and done // steps > resume.epochs_done:  # stopped between an epoch's last step and its end
+        callback.on_epoch_end(resume.epochs_done)
+    if resume:
+        print(f"resuming at iteration {done} (epoch {done // steps + 1}) from {checkpoint_dir}", flush=True)
+
+    handlers = {}
+
+    def on_signal(signum, frame):
+        callback.interrupted = signal.Signals(signum).name
+        signal.signal(signum, handlers[signum])  # a second signal acts at once
+        print(f"\n{callback.interrupted}: finishing this iteration, then saving a checkpoint", flush=True)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        handlers[signum] = signal.signal(signum, on_signal)
+    try:
+        # a resumed partial epoch first (its remaining steps), then whole epochs
+        parts = [(done // steps, steps - done % steps)] if done % steps else []
+        parts.append((-(-done // steps), steps))
+        for first_epoch, steps_this_part in parts:
+            if first_epoch >= params.epochs or callback.interrupted:
+                continue
+            epochs = first_epoch + 1 if steps_this_part < steps else params.epochs
+            dataset = real_index_batches(
+                len(real_images), params.batch_size // 2, params.sampling, params.seed
+            )
+            gan.fit(
+                dataset.skip(int(gan.iteration.numpy())),
+                initial_epoch=first_epoch,
+                epochs=epochs,
+                steps_per_epoch=steps_this_part,
+                callbacks=[callback],
+                shuffle=False,
+                verbose=1 if sys.stdout.isatty() else 2,
+            )
+    finally:
+        for signum, handler in handlers.items():
+            signal.signal(signum, handler)
+    if callback.interrupted:
+        callback.save_checkpoint()
+        raise TrainingInterrupted(
+            f"training stopped by {callback.interrupted} after iteration {int(gan.iteration.numpy())}; "
+            f"checkpoint saved in {checkpoint_dir}: run `dvc repro` again to resume"
+        )
     return gan

@@ -1,0 +1,111 @@
+"""Nothing lost: Ctrl-C during `dvc repro` checkpoints, and the rerun resumes to the same result."""
+
+import os
+import signal
+import subprocess
+import time
+
+import keras
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from conftest import make_project, project_env, run, set_params, tiny_training
+
+pytestmark = pytest.mark.slow
+
+
+def configure(root, archive_path, md5):
+    set_params(
+        root,
+        prepare={"url": str(archive_path), "md5": md5, "limit": None},
+        train_discriminator_sanity={"batch_size": 32},
+        train_gan=tiny_training(epochs=4, snapshot_every=2),
+    )
+
+
+def interrupt_during_epoch(root, epoch: int) -> subprocess.CompletedProcess:
+    """Run `dvc repro` and press Ctrl-C (SIGINT to its process group) during `epoch`."""
+    env = {**project_env(root), "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        ["dvc", "repro"],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    output = []
+    for line in process.stdout:
+        output.append(line)
+        if line.startswith(f"Epoch {epoch}/"):
+            time.sleep(0.3)
+            os.killpg(process.pid, signal.SIGINT)
+            break
+    output.append(process.stdout.read())
+    return subprocess.CompletedProcess(process.args, process.wait(timeout=300), "".join(output), "")
+
+
+def train_runs(root):
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cifar10-dcgan")
+    runs = client.search_runs([experiment.experiment_id], "tags.stage = 'train-gan'")
+    return client, runs
+
+
+def test_interrupted_training_resumes_to_the_same_result(tmp_path, archive):
+    path, md5 = archive
+    interrupted, straight = make_project(tmp_path / "interrupted"), make_project(tmp_path / "straight")
+    for root in (interrupted, straight):
+        configure(root, path, md5)
+
+    stopped = interrupt_during_epoch(interrupted, epoch=3)
+    assert stopped.returncode != 0, stopped.stdout[-3000:]
+    assert "checkpoint saved in models/checkpoint" in stopped.stdout
+    client, (killed,) = train_runs(interrupted)
+    assert killed.info.status == "KILLED"
+    assert (interrupted / "models" / "checkpoint" / "state.npz").is_file()
+
+    resumed = run(["dvc", "repro"], interrupted)
+    assert "resuming at iteration" in resumed.stdout
+    run(["dvc", "repro"], straight)
+
+    # the same MLflow run, finished, with every iteration logged exactly once
+    client, (finished,) = train_runs(interrupted)
+    assert finished.info.run_id == killed.info.run_id and finished.info.status == "FINISHED"
+    assert finished.data.tags["resumed"] == "true"
+    other_client, (reference,) = train_runs(straight)
+    for key in ("d1", "d2", "g"):
+        got = client.get_metric_history(finished.info.run_id, key)
+        want = other_client.get_metric_history(reference.info.run_id, key)
+        assert sorted(m.step for m in got) == list(range(1, 4 * 6 + 1))  # 4 epochs x 100 // 16
+        assert [m.value for m in sorted(got, key=lambda m: m.step)] == [
+            m.value for m in sorted(want, key=lambda m: m.step)
+        ]
+    assert [m.step for m in client.get_metric_history(finished.info.run_id, "acc_real")] == [2, 4]
+
+    # identical files: losses, snapshot metrics, and the generators' weights
+    for name in ("losses.csv", "snapshots.csv"):
+        assert (interrupted / "reports" / "train_gan" / name).read_text() == (
+            straight / "reports" / "train_gan" / name
+        ).read_text()
+    for epoch in ("epoch_002.keras", "epoch_004.keras"):
+        a, b = (
+            keras.models.load_model(root / "models" / "snapshots" / epoch) for root in (interrupted, straight)
+        )
+        assert all(np.array_equal(x, y) for x, y in zip(a.get_weights(), b.get_weights()))
+
+
+def test_changed_params_never_resume_an_old_checkpoint(tmp_path, archive):
+    path, md5 = archive
+    root = make_project(tmp_path / "p")
+    configure(root, path, md5)
+    stopped = interrupt_during_epoch(root, epoch=2)
+    assert stopped.returncode != 0
+    set_params(root, train_gan={"label_smoothing": 0.1})
+    result = run(["dvc", "repro"], root)
+    assert "was made with other params or data; training from scratch" in result.stdout
+    assert "resuming" not in result.stdout
+    _, runs = train_runs(root)
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
