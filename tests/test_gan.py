@@ -132,3 +132,66 @@ def test_mixed_precision_trains_with_float32_outputs(tmp_path, make_params, prec
     losses = np.loadtxt(tmp_path / "rep" / "losses.csv", delimiter=",", skiprows=1)
     assert np.all(np.isfinite(losses)) and losses.shape == (4, 4)
     assert keras.config.dtype_policy().name == "float32"  # the policy does not leak
+
+
+def failing_run(tmp_path, make_params, policy, **changes):
+    """Training that fails: D learns 1e6 times too fast and its losses go to NaN at once."""
+    model = make_params("model", **SMALL_MODEL)
+    settings = {
+        "epochs": 3,
+        "d_learning_rate": 1e30,
+        "on_failure": policy,
+        "max_restarts": 2,
+        "failure_window": 4,
+        **changes,
+    }
+    params = make_params("train_gan", **tiny_training(**settings))
+    return train_gan(real_images(), model, params, tmp_path / "snap", tmp_path / "rep", NullTracker())
+
+
+def failures(tmp_path):
+    import json
+
+    return json.loads((tmp_path / "rep" / "failures.json").read_text())
+
+
+def test_detect_failure_finds_nan_and_a_winning_discriminator():
+    from cifar_dcgan.training import detect_failure
+
+    healthy = np.full((10, 3), 0.7)
+    assert detect_failure(healthy, 5, 0.01) is None
+    assert detect_failure(np.vstack([healthy, [[np.nan, 0.5, 0.5]]]), 5, 0.01) == "nan"
+    won = np.vstack([healthy, np.tile([0.001, 0.002, 9.0], (5, 1))])
+    assert detect_failure(won, 5, 0.01) == "d_wins"
+    assert detect_failure(won, 10, 0.01) is None  # over a longer window D has not won yet
+
+
+def test_failure_policy_warn_flags_snapshots_and_goes_on(tmp_path, make_params):
+    failing_run(tmp_path, make_params, "warn")
+    report = failures(tmp_path)
+    assert report["events"] == 3 and not report["stopped"]
+    assert {e["failure"] for e in report["log"]} == {"nan"} and {e["action"] for e in report["log"]} == {
+        "warn"
+    }
+    rows = (tmp_path / "rep" / "snapshots.csv").read_text().splitlines()
+    assert len(rows) == 4 and all(row.endswith(",nan") for row in rows[1:])
+
+
+def test_failure_policy_stop_raises_and_keeps_nothing_of_the_failed_epoch(tmp_path, make_params):
+    from cifar_dcgan.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="training stopped: failure 'nan'"):
+        failing_run(tmp_path, make_params, "stop")
+    report = failures(tmp_path)
+    assert report["stopped"] and [e["action"] for e in report["log"]] == ["stop"]
+    assert not (tmp_path / "snap" / "epoch_001.keras").exists()
+
+
+def test_failure_policy_restart_retries_with_new_seeds_then_stops(tmp_path, make_params):
+    from cifar_dcgan.errors import PipelineError
+
+    with pytest.raises(PipelineError, match="training stopped"):
+        failing_run(tmp_path, make_params, "restart")
+    report = failures(tmp_path)
+    assert [e["action"] for e in report["log"]] == ["restart", "restart", "stop"]
+    assert report["restarts"] == 2 and [e["epoch"] for e in report["log"]] == [1, 1, 1]

@@ -63,6 +63,7 @@ def test_rules_pick_the_expected_snapshot(tmp_path, make_params, changes, epoch)
     assert saved["epoch"] == epoch and saved["training_run_id"] == "run123"
     assert [c["epoch"] for c in saved["candidates"]] == [1, 2, 3, 4]
     assert [c["usable"] for c in saved["candidates"]] == [True, True, True, False]
+    assert [c["flag"] for c in saved["candidates"]] == ["", "", "", "nan"]
     assert (tmp_path / "selection" / "contact_sheet.png").stat().st_size > 5000
 
 
@@ -77,7 +78,7 @@ def test_a_pick_that_is_not_a_snapshot_lists_the_available_epochs(tmp_path, make
 
 
 def test_a_diverged_snapshot_is_never_picked(tmp_path, make_params):
-    with pytest.raises(PipelineError, match="epoch = 4: that snapshot has non-finite"):
+    with pytest.raises(PipelineError, match="epoch = 4: that snapshot is flagged 'nan'"):
         select(tmp_path, make_params, epoch=4)
 
 

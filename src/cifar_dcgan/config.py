@@ -124,6 +124,10 @@ class TrainGanParams:
     label_flip: float  # probability of swapping real/fake labels in D updates
     seed: int  # seeds weights, sampling, latents and the probe grid
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"]  # compute dtype policy
+    on_failure: Literal["warn", "stop", "restart"]  # what a detected failure does
+    max_restarts: int  # restarts allowed with on_failure restart before stopping
+    failure_window: int  # last iterations of each epoch checked for a discriminator that has won
+    failure_loss: float  # d1 and d2 both below this over the window: D has won
 
     def __post_init__(self):
         s = "train_gan"
@@ -143,6 +147,9 @@ class TrainGanParams:
         _check(0 <= self.label_smoothing < 0.5, f"{s}.label_smoothing", self.label_smoothing, "0 <= x < 0.5")
         _check(0 <= self.label_noise < 0.5, f"{s}.label_noise", self.label_noise, "0 <= x < 0.5")
         _check(0 <= self.label_flip < 0.5, f"{s}.label_flip", self.label_flip, "0 <= x < 0.5")
+        _check(self.max_restarts >= 0, f"{s}.max_restarts", self.max_restarts, "an integer >= 0")
+        _check(self.failure_window >= 1, f"{s}.failure_window", self.failure_window, "an integer >= 1")
+        _check(self.failure_loss > 0, f"{s}.failure_loss", self.failure_loss, "a number > 0")
 
 
 @dataclasses.dataclass(frozen=True)

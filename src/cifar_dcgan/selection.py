@@ -7,7 +7,7 @@ DVC knows when the choice must be redone. Rules:
 - `select_generator.epoch: N`: the snapshot of epoch N (a cherry-pick made in the MLflow UI);
 - otherwise `select_generator.criterion`: `last` (the final snapshot), or `acc_real`
   (D's accuracy on real images closest to `target_acc_real`: D neither fooled nor sure).
-Snapshots with non-finite numbers (a diverged run) are never chosen.
+Snapshots flagged by failure detection (NaN losses, a discriminator that has won) are never chosen.
 """
 
 import csv
@@ -27,7 +27,9 @@ def read_snapshots(snapshots_csv: Path, snapshots_dir: Path) -> list[dict]:
     """Rows of snapshots.csv as numbers, each with its file and whether it may be chosen."""
     try:
         with open(snapshots_csv, newline="") as file:
-            rows = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(file)]
+            rows = [
+                {k: v if k == "flag" else float(v) for k, v in row.items()} for row in csv.DictReader(file)
+            ]
     except (OSError, ValueError) as error:
         raise PipelineError(
             f"cannot read {snapshots_csv}: {error}; run `dvc repro train-gan` first"
@@ -37,7 +39,10 @@ def read_snapshots(snapshots_csv: Path, snapshots_dir: Path) -> list[dict]:
     for row in rows:
         row["epoch"] = int(row["epoch"])
         row["path"] = snapshots_dir / f"epoch_{row['epoch']:03d}.keras"
-        row["usable"] = all(math.isfinite(v) for v in row.values() if isinstance(v, float))
+        row["flag"] = row.get("flag") or (
+            "nan" if any(not math.isfinite(v) for v in row.values() if isinstance(v, float)) else ""
+        )
+        row["usable"] = not row["flag"]
         if not row["path"].is_file():
             raise PipelineError(f"snapshot file {row['path']} is missing; run `dvc repro train-gan`")
     return rows
@@ -55,14 +60,14 @@ def choose(rows: list[dict], params: SelectParams) -> tuple[dict, str]:
         row = by_epoch[params.epoch]
         if not row["usable"]:
             raise PipelineError(
-                f"select_generator.epoch = {params.epoch}: that snapshot has non-finite "
-                "metrics (the run diverged there); pick another epoch"
+                f"select_generator.epoch = {params.epoch}: that snapshot is flagged "
+                f"'{row['flag']}' (training failed there); pick another epoch"
             )
         return row, f"manual pick: select_generator.epoch = {params.epoch}"
     usable = [row for row in rows if row["usable"]]
     if not usable:
         raise PipelineError(
-            "every snapshot has non-finite metrics: the training diverged; "
+            "every snapshot is flagged as failed (see reports/train_gan/failures.json): "
             "lower the learning rates in params.yaml and retrain"
         )
     if params.criterion == "last":

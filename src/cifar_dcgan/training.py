@@ -29,7 +29,7 @@ from cifar_dcgan.models import adam, build_discriminator, build_generator, dtype
 from cifar_dcgan.tracking import Tracker
 
 LOSSES = ("d1", "d2", "g")
-SNAPSHOT_COLUMNS = ("epoch", "iteration", "acc_real", "acc_fake", "d1", "d2", "g")
+SNAPSHOT_COLUMNS = ("epoch", "iteration", "acc_real", "acc_fake", "d1", "d2", "g", "flag")
 PROBE_IMAGES = 49  # a 7x7 grid
 
 
@@ -38,6 +38,17 @@ def latent_points(rng: np.random.Generator, n: int, dim: int, distribution: str)
     if distribution == "uniform":
         return rng.uniform(-1.0, 1.0, (n, dim)).astype(np.float32)
     return rng.standard_normal((n, dim)).astype(np.float32)
+
+
+def detect_failure(history: np.ndarray, window: int, d_loss: float) -> str | None:
+    """`nan` for non-finite losses; `d_wins` when d1 and d2 both stay below `d_loss` over the
+    last `window` iterations (mean BCE that low means ~100% accuracy on real and fake)."""
+    if not np.all(np.isfinite(history)):
+        return "nan"
+    last = history[-window:]
+    if last[:, 0].mean() < d_loss and last[:, 1].mean() < d_loss:
+        return "d_wins"
+    return None
 
 
 def real_index_batches(n: int, half_batch: int, sampling: str, seed: int) -> tf.data.Dataset:
@@ -75,6 +86,11 @@ class SnapshotCallback(keras.callbacks.Callback):
         self.checkpoint_dir: Path | None = None
         self.fingerprint = ""
         self.interrupted: str | None = None  # the signal's name once one arrived
+        self.last_good: Checkpoint | None = None  # the state a restart goes back to
+        self.events: list[dict] = []  # detected failures and what was done
+        self.restarts = 0
+        self.restart_requested = False
+        self.stopped_by: str | None = None
 
     def restore(self, checkpoint: Checkpoint) -> None:
         """Continue where `checkpoint` left off, re-drawing the grids of earlier snapshots."""
@@ -91,22 +107,60 @@ class SnapshotCallback(keras.callbacks.Callback):
         if self.rows:
             self._write_csv(self.reports_dir / "snapshots.csv", SNAPSHOT_COLUMNS, self.rows)
 
+    def capture(self) -> Checkpoint:
+        return Checkpoint(
+            fingerprint=self.fingerprint,
+            run_id=self.tracker.run_id,
+            epochs_done=self.epochs_done,
+            values=[v.numpy().copy() for v in self.model.state_variables()],
+            losses=np.concatenate(self.losses) if self.losses else np.zeros((0, 3), np.float32),
+            rows=list(self.rows),
+            eval_rng=self.eval_rng.bit_generator.state,
+        )
+
     def save_checkpoint(self) -> None:
+        """Remember the state as the last good one; write it to disk when checkpointing."""
+        self.last_good = self.capture()
         if self.checkpoint_dir is None:
             return
         self.tracker.flush()  # what the checkpoint says was logged, was logged
-        checkpoint_lib.save(
-            self.checkpoint_dir,
-            Checkpoint(
-                fingerprint=self.fingerprint,
-                run_id=self.tracker.run_id,
-                epochs_done=self.epochs_done,
-                values=[v.numpy() for v in self.model.state_variables()],
-                losses=np.concatenate(self.losses) if self.losses else np.zeros((0, 3), np.float32),
-                rows=self.rows,
-                eval_rng=self.eval_rng.bit_generator.state,
-            ),
+        checkpoint_lib.save(self.checkpoint_dir, self.last_good)
+
+    def go_back(self, seed: int) -> None:
+        """Return to the last good state, with a new seed for latent points and labels."""
+        for variable, value in zip(self.model.state_variables(), self.last_good.values, strict=True):
+            variable.assign(value)
+        state = self.model.seed_generator.state
+        state.assign(np.array([seed, 0], dtype=state.dtype))
+        self.eval_rng.bit_generator.state = self.last_good.eval_rng
+
+    def handle_failure(self, epoch: int, iteration: int, kind: str) -> str:
+        """Record a failure; return the action taken: warn, restart or stop."""
+        policy = self.config.on_failure
+        if policy == "restart" and self.restarts >= self.config.max_restarts:
+            policy = "stop"
+        self.events.append({"epoch": epoch, "iteration": iteration, "failure": kind, "action": policy})
+        self.tracker.set_tags(
+            {f"failure_epoch_{epoch:03d}": f"{kind}: {policy}", "failures": str(len(self.events))}
         )
+        print(f"failure at epoch {epoch} (iteration {iteration}): {kind} -> {policy}", flush=True)
+        if policy == "restart":
+            self.restart_requested = True
+        elif policy == "stop":
+            self.stopped_by = kind
+        if policy != "warn":
+            self.model.stop_training = True
+        self.write_failures()
+        return policy
+
+    def write_failures(self) -> None:
+        report = {
+            "events": len(self.events),
+            "restarts": self.restarts,
+            "stopped": self.stopped_by is not None,
+            "log": self.events,
+        }
+        (self.reports_dir / "failures.json").write_text(json.dumps(report, indent=2) + "\n")
 
     def on_train_batch_end(self, batch, logs=None):
         if self.interrupted:
@@ -117,18 +171,21 @@ class SnapshotCallback(keras.callbacks.Callback):
             return  # a partial epoch: its end-of-epoch work happens after resuming
         epoch += 1  # 1-based from here on, like the snapshot files
         history = self.model.loss_history.numpy().copy()  # (steps_per_epoch, 3)
+        first_step = (epoch - 1) * len(history) + 1
+        failure = detect_failure(history, self.config.failure_window, self.config.failure_loss)
+        if failure and self.handle_failure(epoch, first_step + len(history) - 1, failure) != "warn":
+            return  # nothing of this epoch is kept
         self.losses.append(history)
         self.epochs_done = epoch
-        first_step = (epoch - 1) * len(history) + 1
         for i, key in enumerate(LOSSES):
             self.tracker.log_history(key, history[:, i], first_step)
         means = dict(zip(LOSSES, history.mean(axis=0).tolist()))
         self.tracker.log_metrics({f"epoch_{k}": v for k, v in means.items()}, step=epoch)
         if epoch % self.config.snapshot_every == 0 or epoch == self.config.epochs:
-            self.snapshot(epoch, first_step + len(history) - 1, means)
+            self.snapshot(epoch, first_step + len(history) - 1, means, flag=failure or "")
         self.save_checkpoint()
 
-    def snapshot(self, epoch: int, iteration: int, means: dict[str, float]) -> None:
+    def snapshot(self, epoch: int, iteration: int, means: dict[str, float], flag: str = "") -> None:
         gan, n = self.model, self.config.eval_samples
         real = self.real_images[np.sort(self.eval_rng.integers(0, len(self.real_images), n))]
         latents = latent_points(self.eval_rng, n, self.config.latent_dim, self.config.latent_distribution)
@@ -142,7 +199,7 @@ class SnapshotCallback(keras.callbacks.Callback):
             self.reports_dir / "grids" / f"epoch_{epoch:03d}.png",
         )
         gan.generator.save(self.snapshots_dir / f"epoch_{epoch:03d}.keras")
-        self.rows.append({"epoch": epoch, "iteration": iteration, **acc, **means})
+        self.rows.append({"epoch": epoch, "iteration": iteration, **acc, **means, "flag": flag})
         self._write_csv(self.reports_dir / "snapshots.csv", SNAPSHOT_COLUMNS, self.rows)
         self.tracker.log_metrics(acc, step=epoch)
         self.tracker.log_image(grid, key="generated", step=epoch)
@@ -154,6 +211,7 @@ class SnapshotCallback(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.interrupted or self.epochs_done < self.config.epochs:
             return
+        self.write_failures()
         losses = np.concatenate(self.losses)  # (iterations, 3)
         iterations = np.arange(1, len(losses) + 1)
         with open(self.reports_dir / "losses.csv", "w") as file:
@@ -182,7 +240,9 @@ class SnapshotCallback(keras.callbacks.Callback):
         final = {
             "epochs": last["epoch"],
             "iterations": last["iteration"],
-            **{k: last[k] for k in SNAPSHOT_COLUMNS[2:]},
+            **{k: last[k] for k in SNAPSHOT_COLUMNS[2:-1]},
+            "failures": len(self.events),
+            "restarts": self.restarts,
         }
         (self.reports_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
         (self.reports_dir / "run.json").write_text(json.dumps({"run_id": self.tracker.run_id}) + "\n")
@@ -253,25 +313,19 @@ def train_gan(
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         handlers[signum] = signal.signal(signum, on_signal)
+    callback.last_good = callback.capture()
     try:
-        # a resumed partial epoch first (its remaining steps), then whole epochs
-        parts = [(done // steps, steps - done % steps)] if done % steps else []
-        parts.append((-(-done // steps), steps))
-        for first_epoch, steps_this_part in parts:
-            if first_epoch >= params.epochs or callback.interrupted:
-                continue
-            epochs = first_epoch + 1 if steps_this_part < steps else params.epochs
-            dataset = real_index_batches(
-                len(real_images), params.batch_size // 2, params.sampling, params.seed
-            )
-            gan.fit(
-                dataset.skip(int(gan.iteration.numpy())),
-                initial_epoch=first_epoch,
-                epochs=epochs,
-                steps_per_epoch=steps_this_part,
-                callbacks=[callback],
-                shuffle=False,
-                verbose=1 if sys.stdout.isatty() else 2,
+        while True:
+            _fit_from(gan, callback, real_images, params, steps)
+            if not callback.restart_requested:
+                break
+            callback.restart_requested = False
+            callback.restarts += 1
+            callback.go_back(seed=params.seed + 7919 * callback.restarts)
+            print(
+                f"restart {callback.restarts} of {params.max_restarts} from iteration "
+                f"{int(gan.iteration.numpy())} with a new seed",
+                flush=True,
             )
     finally:
         for signum, handler in handlers.items():
@@ -282,4 +336,38 @@ def train_gan(
             f"training stopped by {callback.interrupted} after iteration {int(gan.iteration.numpy())}; "
             f"checkpoint saved in {checkpoint_dir}: run `dvc repro` again to resume"
         )
+    if callback.stopped_by:
+        raise PipelineError(
+            f"training stopped: failure '{callback.stopped_by}' (see {reports_dir / 'failures.json'}); the "
+            "checkpoint and snapshots of the last good epoch are kept. Lower the learning rates or change "
+            "train_gan.on_failure in params.yaml"
+        )
     return gan
+
+
+def _fit_from(
+    gan: DCGAN, callback: SnapshotCallback, real_images, params: TrainGanParams, steps: int
+) -> None:
+    """fit() from the current iteration: a partial epoch's remaining steps first, then whole epochs."""
+    done = int(gan.iteration.numpy())
+    parts = [(done // steps, steps - done % steps)] if done % steps else []
+    parts.append((-(-done // steps), steps))
+    for first_epoch, steps_this_part in parts:
+        if (
+            first_epoch >= params.epochs
+            or callback.interrupted
+            or callback.restart_requested
+            or callback.stopped_by
+        ):
+            continue
+        epochs = first_epoch + 1 if steps_this_part < steps else params.epochs
+        dataset = real_index_batches(len(real_images), params.batch_size // 2, params.sampling, params.seed)
+        gan.fit(
+            dataset.skip(int(gan.iteration.numpy())),
+            initial_epoch=first_epoch,
+            epochs=epochs,
+            steps_per_epoch=steps_this_part,
+            callbacks=[callback],
+            shuffle=False,
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
