@@ -5,8 +5,8 @@
 The archive is downloaded with pooch (retries, progress bar, md5 checked before the file
 gets its final name) or read in place when the URL is `file://` or a local path. Its
 pickled batches are read with an unpickler that can build only the arrays, lists, dicts,
-ints and bytes of the format, streamed one member at a time straight into memory-mapped
-outputs, so peak memory stays near the size of one batch plus the page cache.
+ints and bytes of the format, streamed one member at a time and written straight to the
+outputs, so peak memory stays near the size of one batch.
 """
 
 import io
@@ -202,12 +202,50 @@ def scale(images: np.ndarray) -> np.ndarray:
     return (images.astype(np.float32) - 127.5) / 127.5
 
 
+class _Split:
+    """One split's outputs: images streamed into a `.npy` with plain file writes at their
+    final offsets (a memory map would count every written page as resident memory), labels
+    and running statistics in memory."""
+
+    def __init__(self, folder: Path, name: str, total: int, per_batch: int):
+        self.total, self.per_batch = total, per_batch
+        self.labels = np.zeros(total, np.uint8)
+        self.low, self.high = np.inf, -np.inf
+        self.head = np.zeros((0, 32, 32, 3), np.float32)  # the first images, for the preview
+        self.images_path, self.labels_path = folder / f"{name}_images.npy", folder / f"{name}_labels.npy"
+        self.file = open(self.images_path, "wb")
+        header = {
+            "descr": np.lib.format.dtype_to_descr(np.dtype(np.float32)),
+            "fortran_order": False,
+            "shape": (total, 32, 32, 3),
+        }
+        np.lib.format.write_array_header_1_0(self.file, header)
+        self.offset = self.file.tell()
+        self.file.truncate(self.offset + total * IMAGE_BYTES * 4)
+
+    def write(self, start: int, images: np.ndarray, labels: np.ndarray) -> None:
+        stop = min(start + len(labels), self.total)
+        if stop <= start:
+            return
+        scaled = scale(images[: stop - start])  # (n, 32, 32, 3) float32
+        self.file.seek(self.offset + start * IMAGE_BYTES * 4)
+        self.file.write(scaled.tobytes())
+        self.labels[start:stop] = labels[: stop - start]
+        self.low, self.high = min(self.low, scaled.min()), max(self.high, scaled.max())
+        if start == 0:
+            self.head = scaled[:49].copy()
+
+    def close(self) -> None:
+        self.file.close()
+        np.save(self.labels_path, self.labels)
+
+
 def prepare(archive: Path, md5: str, out_dir: Path, reports_dir: Path, limit: int | None) -> PreparedSummary:
     """Write train/test images and labels as `.npy` into `out_dir` and the summary and
     preview into `reports_dir`: all of it, or nothing (a failure leaves neither folder)."""
     tmp, tmp_reports = _fresh_temp_dir(out_dir), _fresh_temp_dir(reports_dir)
+    splits: dict[str, _Split] = {}
     try:
-        splits: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         seen = set()
         for name, payload in iter_members(archive):
             batch = load_batch(name, payload)
@@ -220,44 +258,36 @@ def prepare(archive: Path, md5: str, out_dir: Path, reports_dir: Path, limit: in
             if split not in splits:  # sized by the first batch: every batch has the same size
                 total = len(labels) * (1 if split == "test" else len(TRAIN_BATCHES))
                 total = min(total, limit) if split == "train" and limit else total
-                splits[split] = (
-                    _open_npy(tmp / f"{split}_images.npy", (total, 32, 32, 3), np.float32),
-                    _open_npy(tmp / f"{split}_labels.npy", (total,), np.uint8),
-                    len(labels),
-                )
-            out_images, out_labels, per_batch = splits[split]
-            if len(labels) != per_batch:
+                splits[split] = _Split(tmp, split, total, len(labels))
+            out = splits[split]
+            if len(labels) != out.per_batch:
                 raise PipelineError(
                     f"{ROOT}/{name} holds {len(labels)} images, other batches "
-                    f"{per_batch}; the archive is corrupt. {HINT}"
+                    f"{out.per_batch}; the archive is corrupt. {HINT}"
                 )
-            start = 0 if split == "test" else TRAIN_BATCHES.index(name) * per_batch
-            stop = min(start + per_batch, len(out_labels))
-            if stop > start:
-                out_images[start:stop] = scale(images[: stop - start])
-                out_labels[start:stop] = labels[: stop - start]
+            out.write(0 if split == "test" else TRAIN_BATCHES.index(name) * out.per_batch, images, labels)
         missing = sorted((set(TRAIN_BATCHES) | {TEST_BATCH, META}) - seen)
         if missing:
             raise PipelineError(f"{archive}: missing member(s) {missing}; {HINT}")
-        (train_images, train_labels, _), (test_images, test_labels, _) = splits["train"], splits["test"]
+        for out in splits.values():
+            out.close()
+        train, test = splits["train"], splits["test"]
         summary = PreparedSummary(
-            train_images=len(train_labels),
-            test_images=len(test_labels),
-            train_per_class=np.bincount(train_labels, minlength=NUM_CLASSES).tolist(),
-            test_per_class=np.bincount(test_labels, minlength=NUM_CLASSES).tolist(),
-            min_value=float(min(train_images.min(), test_images.min())),
-            max_value=float(max(train_images.max(), test_images.max())),
+            train_images=train.total,
+            test_images=test.total,
+            train_per_class=np.bincount(train.labels, minlength=NUM_CLASSES).tolist(),
+            test_per_class=np.bincount(test.labels, minlength=NUM_CLASSES).tolist(),
+            min_value=float(min(train.low, test.low)),
+            max_value=float(max(train.high, test.high)),
             source_md5=md5,
         )
         (tmp_reports / "summary.json").write_text(json.dumps(summary.__dict__, indent=2) + "\n")
-        save_grid(train_images[:49], tmp_reports / "preview.png")
-        for images, labels, _ in splits.values():
-            images.flush()
-            labels.flush()
-        del splits, train_images, train_labels, test_images, test_labels
+        save_grid(train.head, tmp_reports / "preview.png")
         _replace_dir(tmp, out_dir)
         _replace_dir(tmp_reports, reports_dir)
     except BaseException:
+        for out in splits.values():
+            out.file.close()
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(tmp_reports, ignore_errors=True)
         raise
@@ -274,10 +304,6 @@ def _check_meta(meta: dict) -> None:
     names = meta.get(b"label_names")
     if not (isinstance(names, list) and len(names) == NUM_CLASSES):
         raise PipelineError(f"{ROOT}/{META}: b'label_names' must list {NUM_CLASSES} classes")
-
-
-def _open_npy(path: Path, shape: tuple[int, ...], dtype) -> np.ndarray:
-    return np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
 
 
 def _fresh_temp_dir(out_dir: Path) -> Path:

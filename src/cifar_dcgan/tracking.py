@@ -86,7 +86,7 @@ class MlflowTracker:
         self._log_batch([(key, value, first_step + i) for i, value in enumerate(values)])
 
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
-        self.client.log_image(self.run_id, image, key=key, step=step)
+        self.client.log_image(self.run_id, image, key=key, step=step, synchronous=False)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path)
@@ -138,8 +138,11 @@ class MlflowTracker:
 
     def flush(self) -> None:
         """Wait until every metric logged so far is stored (raises what storing raised)."""
+        import mlflow
+
         while self.pending:
             self.pending.pop(0).wait()
+        mlflow.flush_artifact_async_logging()
 
 
 def repo_root(env: Mapping[str, str] | None = None) -> Path:
