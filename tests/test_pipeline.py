@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import time
 
 import numpy as np
 import pytest
@@ -109,3 +110,52 @@ def test_pipeline_gate_training_tracking_and_an_experiment(project, archive, htt
     generator = mlflow.pyfunc.load_model("models:/cifar10-dcgan-generator@champion")
     images = generator.predict(np.random.default_rng(0).standard_normal((3, 100)).astype(np.float32))
     assert images.shape == (3, 32, 32, 3) and -1.0 <= images.min() and images.max() <= 1.0
+
+
+def test_three_queued_experiments_on_two_workers_share_the_store(project, archive):
+    path, md5 = archive
+    set_params(
+        project,
+        prepare={"url": str(path), "md5": md5, "limit": 64},
+        train_discriminator_sanity={"batch_size": 32},
+        train_gan=tiny_training(),
+    )
+    run(["dvc", "repro"], project)
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "baseline"], project)
+    for smoothing in ("0.05", "0.1", "0.2"):
+        run(
+            [
+                "dvc",
+                "exp",
+                "run",
+                "--queue",
+                "-n",
+                f"ls-{smoothing}",
+                "-S",
+                f"train_gan.label_smoothing={smoothing}",
+            ],
+            project,
+        )
+    run(["dvc", "queue", "start", "-j", "2"], project)
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        status = run(["dvc", "queue", "status"], project).stdout
+        if not any(state in status for state in ("Queued", "Running")):
+            break
+        time.sleep(3)
+    run(["dvc", "queue", "stop"], project, check=False)
+    assert status.count("Success") == 3, status
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    queued = [
+        r for r in runs_by_stage(client)["train-gan"] if r.data.tags.get("dvc_exp_name", "").startswith("ls-")
+    ]
+    assert sorted(r.data.tags["dvc_exp_name"] for r in queued) == ["ls-0.05", "ls-0.1", "ls-0.2"]
+    for r in queued:
+        assert r.info.status == "FINISHED"
+        assert r.data.params["train_gan.label_smoothing"] == r.data.tags["dvc_exp_name"][3:]
+        for key in ("d1", "d2", "g"):
+            assert [m.step for m in client.get_metric_history(r.info.run_id, key)] == list(range(1, 9))
+    shown = run(["dvc", "exp", "show", "--json"], project).stdout
+    assert all(name in shown for name in ("ls-0.05", "ls-0.1", "ls-0.2"))
