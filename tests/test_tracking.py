@@ -6,6 +6,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from cifar_dcgan.tracking import repo_root, run_tags, tracking_uri
 from conftest import REPO
 
@@ -53,3 +55,91 @@ def test_unreachable_tracking_server_fails_fast_before_any_work(tmp_path):
     assert result.returncode == 2
     assert f"the MLflow tracking server {uri} is unreachable" in result.stderr
     assert not (tmp_path / "data").exists()  # nothing was downloaded or written
+
+
+def start_server(folder, port):
+    """A real `mlflow server` on loopback; returns the process once /health answers."""
+    import requests
+
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'server.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                return process
+        except requests.RequestException:
+            time.sleep(0.5)
+    process.kill()
+    raise AssertionError("mlflow server did not start")
+
+
+def stop_server(process):
+    os.killpg(process.pid, 15)
+    process.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_a_tracking_server_down_mid_training_loses_no_value(tmp_path, make_params, monkeypatch):
+    """The server dies before training logs anything and comes back only after training:
+    the training finishes unchanged, every value reaches the store, the run says what happened."""
+    import threading
+
+    from mlflow import MlflowClient
+
+    from cifar_dcgan.tracking import MlflowTracker, NullTracker
+    from cifar_dcgan.training import train_gan
+    from conftest import SMALL_MODEL, synthetic_images, tiny_training
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    server = start_server(tmp_path, port)
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("t"))
+    stop_server(server)
+
+    revived = []
+    threading.Thread(target=lambda: (time.sleep(30), revived.append(start_server(tmp_path, port)))).start()
+    tracker = MlflowTracker(
+        client, run.info.run_id, uri, spill_path=tmp_path / "spill.jsonl", retries=60, retry_delay=1.0
+    )
+    model = make_params("model", **SMALL_MODEL)
+    params = make_params("train_gan", **tiny_training(epochs=3))
+    images = (synthetic_images(64).astype("float32") - 127.5) / 127.5
+    try:
+        train_gan(images, model, params, tmp_path / "snap", tmp_path / "rep", tracker)
+        assert not revived, "the server came back before training ended; the test proves nothing"
+        tracker.flush()
+        history = client.get_metric_history(run.info.run_id, "d1")
+        assert sorted(m.step for m in history) == list(range(1, 13))
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "acc_real")] == [1, 2, 3]
+        assert "tracking error" in client.get_run(run.info.run_id).data.tags["tracking_errors"]
+        assert not (tmp_path / "spill.jsonl").exists()
+    finally:
+        while not revived:
+            time.sleep(1)
+        stop_server(revived[0])
+    train_gan(images, model, params, tmp_path / "snap2", tmp_path / "rep2", NullTracker())
+    assert (tmp_path / "rep" / "losses.csv").read_text() == (tmp_path / "rep2" / "losses.csv").read_text()

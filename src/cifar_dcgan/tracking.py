@@ -10,6 +10,7 @@ experiments land in the same store as `dvc repro`.
 """
 
 import contextlib
+import json
 import os
 import subprocess
 import time
@@ -40,7 +41,7 @@ class Tracker(Protocol):
 
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
 
-    def flush(self) -> None: ...
+    def flush(self, final: bool = True) -> None: ...
 
     def register_model(self, model, name: str, alias: str, description: str) -> str | None: ...
 
@@ -65,7 +66,7 @@ class NullTracker:
     def set_tags(self, tags):
         pass
 
-    def flush(self):
+    def flush(self, final=True):
         pass
 
     def register_model(self, model, name, alias, description):
@@ -73,11 +74,28 @@ class NullTracker:
 
 
 class MlflowTracker:
-    """Logs to one MLflow run through `MlflowClient`, batching metric histories."""
+    """Logs to one MLflow run through `MlflowClient`: metric histories in asynchronous batches.
 
-    def __init__(self, client, run_id: str, uri: str):
+    A tracking store that fails mid-training (a locked database, a server restarting) never
+    stops the training: refused metric values are kept and sent again at the next flush; at
+    the end they are retried for a while, and what still cannot be stored is written to
+    `spill_path` (JSON lines). The run gets a `tracking_errors` tag saying what happened.
+    """
+
+    def __init__(
+        self,
+        client,
+        run_id: str,
+        uri: str,
+        spill_path: Path | None = None,
+        retries: int = 5,
+        retry_delay: float = 2.0,
+    ):
         self.client, self.run_id, self.uri = client, run_id, uri
-        self.pending = []  # asynchronous log_batch operations not yet confirmed
+        self.spill_path, self.retries, self.retry_delay = spill_path, retries, retry_delay
+        self.pending = []  # (asynchronous operation, its metrics), not yet confirmed
+        self.backlog = []  # metrics the store refused, to send again
+        self.errors: list[str] = []
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
         self._log_batch([(key, value, step) for key, value in metrics.items()])
@@ -86,14 +104,36 @@ class MlflowTracker:
         self._log_batch([(key, value, first_step + i) for i, value in enumerate(values)])
 
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
-        self.client.log_image(self.run_id, image, key=key, step=step, synchronous=False)
+        self._safely(self.client.log_image, self.run_id, image, key=key, step=step, synchronous=False)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self._safely(self.client.log_artifact, self.run_id, str(path), artifact_path)
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         for key, value in tags.items():
-            self.client.set_tag(self.run_id, key, value)
+            self._safely(self.client.set_tag, self.run_id, key, value)
+
+    def flush(self, final: bool = True) -> None:
+        """Confirm what was sent. Refused values are sent again: once (`final=False`, between
+        epochs) or until stored or out of retries (`final=True`, then spilled to a file)."""
+        import mlflow
+
+        self._collect()
+        for attempt in range(self.retries if final else 1):
+            if not self.backlog:
+                break
+            if attempt:
+                time.sleep(self.retry_delay)
+            self._send(self.backlog)
+            self._collect()
+        if final:
+            self._safely(mlflow.flush_artifact_async_logging)
+        if final and self.backlog:
+            self._spill()
+        if final and self.errors:
+            summary = f"{len(self.errors)} tracking error(s), first: {self.errors[0]}"
+            self.errors = []
+            self._safely(self.client.set_tag, self.run_id, "tracking_errors", summary[:5000])
 
     def register_model(self, model, name: str, alias: str, description: str) -> str:
         """Log a Keras generator as an MLflow model, register a new version, move `alias` to it."""
@@ -128,21 +168,64 @@ class MlflowTracker:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(key, float(value), now, int(step)) for key, value, step in points]
+        self._send([Metric(key, float(value), now, int(step)) for key, value, step in points])
+
+    def _send(self, metrics: list) -> None:
+        if self.backlog is metrics:
+            self.backlog = []
         for start in range(0, len(metrics), MAX_BATCH):
-            # asynchronous: training goes on while MLflow writes (16 ms per value when synchronous)
-            operation = self.client.log_batch(
-                self.run_id, metrics=metrics[start : start + MAX_BATCH], synchronous=False
-            )
-            self.pending.append(operation)
+            chunk = metrics[start : start + MAX_BATCH]
+            try:  # asynchronous: training goes on while MLflow writes (16 ms per value when synchronous)
+                self.pending.append(
+                    (self.client.log_batch(self.run_id, metrics=chunk, synchronous=False), chunk)
+                )
+            except Exception as error:  # any failure of the store: keep the values for later
+                self._refused(chunk, error)
 
-    def flush(self) -> None:
-        """Wait until every metric logged so far is stored (raises what storing raised)."""
-        import mlflow
-
+    def _collect(self) -> None:
         while self.pending:
-            self.pending.pop(0).wait()
-        mlflow.flush_artifact_async_logging()
+            operation, chunk = self.pending.pop(0)
+            try:
+                operation.wait()
+            except Exception as error:
+                self._refused(chunk, error)
+
+    def _refused(self, chunk: list, error: Exception) -> None:
+        self.backlog.extend(chunk)
+        self.errors.append(
+            f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
+        )
+        print(
+            f"warning: tracking store {self.uri} refused {len(chunk)} value(s) ({self.errors[-1]}); "
+            "keeping them to send again",
+            flush=True,
+        )
+
+    def _safely(self, call, *args, **kwargs) -> None:
+        for attempt in range(3):
+            try:
+                call(*args, **kwargs)
+                return
+            except Exception as error:  # tracking must never stop training
+                if attempt == 2:
+                    self.errors.append(
+                        f"{getattr(call, '__name__', 'call')}: {type(error).__name__}: {error}"[:400]
+                    )
+                    print(f"warning: tracking call failed: {self.errors[-1]}", flush=True)
+                else:
+                    time.sleep(1.0)
+
+    def _spill(self) -> None:
+        lost = [
+            {"key": m.key, "value": m.value, "step": m.step, "timestamp": m.timestamp} for m in self.backlog
+        ]
+        self.errors.append(f"{len(lost)} value(s) could not be stored")
+        if self.spill_path is not None:
+            self.spill_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.spill_path, "a") as file:
+                file.writelines(json.dumps({"run_id": self.run_id, **m}) + "\n" for m in lost)
+            print(f"warning: {len(lost)} metric value(s) written to {self.spill_path} instead", flush=True)
+        self.backlog = []
 
 
 def repo_root(env: Mapping[str, str] | None = None) -> Path:
@@ -196,7 +279,7 @@ def stage_run(
             "check MLFLOW_TRACKING_URI or unset it to use ./mlflow.db"
         ) from None
     run_id = run.info.run_id
-    tracker = MlflowTracker(client, run_id, uri)
+    tracker = MlflowTracker(client, run_id, uri, spill_path=repo_root() / "mlflow-unlogged.jsonl")
     from mlflow.entities import Param
 
     items = [Param(key, str(value)) for key, value in params.items()]
@@ -211,7 +294,7 @@ def stage_run(
         raise
     finally:
         tracker.flush()
-        client.set_terminated(run_id, status=status)
+        tracker._safely(client.set_terminated, run_id, status=status)
 
 
 def _reopen(client, run_id: str, tags: Mapping[str, str]):
