@@ -187,12 +187,15 @@ def prepare_full(workdir: Path) -> dict[str, float] | None:
     params["prepare"].update(url=str(archive), md5=md5)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
-    # run the stage in a child that reports its own peak resident memory on exit
+    # run the stage in a child that reports its own peak resident memory (VmHWM) on exit;
+    # ru_maxrss would not do: Linux carries it over from this big parent across fork + exec
     wrapper = (
-        "import resource, runpy, sys\nsys.argv = sys.argv[1:]\ntry:\n"
+        "import re, runpy, sys\nsys.argv = sys.argv[1:]\ntry:\n"
         "    runpy.run_path(sys.argv[0], run_name='__main__')\nfinally:\n"
-        "    print('MAXRSS', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)"
+        "    hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+        "    print('MAXRSS', hwm, file=sys.stderr)"
     )
+
     start = time.perf_counter()
     done = subprocess.run(
         [

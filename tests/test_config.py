@@ -44,6 +44,13 @@ BAD = [
     ("train_gan", "snapshot_every", 500, r"snapshot_every = 500 .* 1 <= x <= epochs \(200\)"),
     ("train_gan", "latent_distribution", "normal", "latent_distribution = 'normal' .* gaussian | uniform"),
     ("train_gan", "sampling", "sequential", "one of random | shuffled"),
+    (
+        "train_gan",
+        "precision",
+        "bf16",
+        "precision = 'bf16' .* float32 | mixed_bfloat16 | mixed_float16 | auto",
+    ),
+    ("train_gan", "on_failure", "ignore", "on_failure = 'ignore' .* warn | stop | restart"),
     ("train_gan", "d_learning_rate", -1, "d_learning_rate = -1.0 .* a number > 0"),
     ("train_gan", "seed", True, "train_gan.seed = True .* a whole number"),
     ("train_gan", "epoch", 3, r"unknown key\(s\) train_gan.epoch; allowed in 'train_gan': epochs"),

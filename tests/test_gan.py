@@ -195,3 +195,20 @@ def test_failure_policy_restart_retries_with_new_seeds_then_stops(tmp_path, make
     report = failures(tmp_path)
     assert [e["action"] for e in report["log"]] == ["restart", "restart", "stop"]
     assert report["restarts"] == 2 and [e["epoch"] for e in report["log"]] == [1, 1, 1]
+
+
+def test_a_discriminator_that_wins_is_detected(tmp_path, make_params):
+    # a frozen generator (learning rate ~0) against a fast discriminator: D separates perfectly
+    failing_run(
+        tmp_path,
+        make_params,
+        "warn",
+        d_learning_rate=1e-2,
+        g_learning_rate=1e-12,
+        epochs=6,
+        failure_loss=0.05,
+    )
+    report = failures(tmp_path)
+    assert report["events"] >= 1 and {e["failure"] for e in report["log"]} == {"d_wins"}
+    losses = np.loadtxt(tmp_path / "rep" / "losses.csv", delimiter=",", skiprows=1)
+    assert losses[-4:, 1].mean() < 0.05 and losses[-4:, 2].mean() < 0.05
