@@ -83,7 +83,7 @@ def contact_sheet(rows: list[dict], chosen: int, grids_dir: Path, path: Path) ->
     """Every snapshot's probe grid side by side with its metrics; the chosen one framed."""
     columns = min(len(rows), 5)
     n_rows = -(-len(rows) // columns)
-    figure, axes = plt.subplots(n_rows, columns, figsize=(3.2 * columns, 3.7 * n_rows), squeeze=False)
+    figure, axes = plt.subplots(n_rows, columns, figsize=(3.2 * columns, 3.9 * n_rows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, row in zip(axes.flat, rows):
@@ -105,9 +105,10 @@ def contact_sheet(rows: list[dict], chosen: int, grids_dir: Path, path: Path) ->
             ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set(color="crimson", linewidth=4)
-    figure.tight_layout()
+    figure.suptitle("Snapshots: 7x7 samples from the same fixed latent points, with D's accuracy and mean losses")
+    figure.tight_layout(pad=1.2)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=90)
+    figure.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(figure)
 
 
