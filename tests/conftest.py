@@ -9,14 +9,18 @@ import io
 import os
 import pickle
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tarfile
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+import requests
 import yaml
 
 from cifar_dcgan.config import load_params, parse_section
@@ -180,3 +184,47 @@ SMALL_MODEL = {"d_filters": [8, 16, 16, 16], "g_seed_filters": 16, "g_filters": 
 def tiny_training(**changes) -> dict:
     """train_gan values for a run of seconds: 64 images, batch 16, 2 epochs."""
     return {"epochs": 2, "batch_size": 16, "snapshot_every": 1, "eval_samples": 16, **changes}
+
+
+def start_server(folder, port):
+    """A real `mlflow server` on loopback; returns the process once /health answers."""
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{folder / 'server.db'}",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
+                return process
+        except requests.RequestException:
+            time.sleep(0.5)
+    process.kill()
+    raise AssertionError("mlflow server did not start")
+
+
+def stop_server(process):
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=30)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

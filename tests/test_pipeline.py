@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import subprocess
 import time
 
 import numpy as np
@@ -159,3 +160,58 @@ def test_three_queued_experiments_on_two_workers_share_the_store(project, archiv
             assert [m.step for m in client.get_metric_history(r.info.run_id, key)] == list(range(1, 9))
     shown = run(["dvc", "exp", "show", "--json"], project).stdout
     assert all(name in shown for name in ("ls-0.05", "ls-0.1", "ls-0.2"))
+
+
+def test_pipeline_against_a_real_tracking_server(project, archive, tmp_path):
+    """`mlflow server` (SQLite backend, proxied artifacts) on loopback; the whole pipeline
+    tracked there; everything read back through the server's REST API."""
+    import requests
+
+    from conftest import free_port, project_env, start_server, stop_server
+
+    path, md5 = archive
+    set_params(
+        project,
+        prepare={"url": str(path), "md5": md5, "limit": 64},
+        train_discriminator_sanity={"batch_size": 32},
+        train_gan=tiny_training(),
+    )
+    port = free_port()
+    server_dir = tmp_path / "server"
+    server_dir.mkdir()
+    server = start_server(server_dir, port)
+    api = f"http://127.0.0.1:{port}/api/2.0/mlflow"
+    try:
+        env = {**project_env(project), "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{port}"}
+        done = subprocess.run(["dvc", "repro"], cwd=project, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        assert not (project / "mlflow.db").exists()  # nothing went to the local default store
+
+        experiment = requests.get(
+            f"{api}/experiments/get-by-name", params={"experiment_name": "cifar10-dcgan"}
+        ).json()["experiment"]
+        runs = requests.post(
+            f"{api}/runs/search", json={"experiment_ids": [experiment["experiment_id"]]}
+        ).json()
+        by_stage = {}
+        for r in runs["runs"]:
+            tags = {t["key"]: t["value"] for t in r["data"]["tags"]}
+            by_stage[tags["stage"]] = r["info"]
+        assert sorted(by_stage) == ["prepare", "select-generator", "train-discriminator-sanity", "train-gan"]
+        assert {info["status"] for info in by_stage.values()} == {"FINISHED"}
+        train_id = by_stage["train-gan"]["run_id"]
+        history = requests.get(
+            f"{api}/metrics/get-history", params={"run_id": train_id, "metric_key": "d1"}
+        ).json()
+        assert sorted(m["step"] for m in history["metrics"]) == list(range(1, 9))
+        listed = requests.get(f"{api}/artifacts/list", params={"run_id": train_id, "path": "images"}).json()
+        assert sum(f["path"].endswith(".png") for f in listed["files"]) == 2  # one grid per snapshot
+        alias = requests.get(
+            f"{api}/registered-models/alias", params={"name": "cifar10-dcgan-generator", "alias": "champion"}
+        ).json()
+        assert alias["model_version"]["run_id"] == by_stage["select-generator"]["run_id"]
+        # artifacts went through the server's proxy into its own store, not to a local path
+        assert experiment["artifact_location"].startswith("mlflow-artifacts:")
+        assert list((server_dir / "mlartifacts").rglob("model.keras"))
+    finally:
+        stop_server(server)

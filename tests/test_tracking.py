@@ -9,7 +9,7 @@ import time
 import pytest
 
 from cifar_dcgan.tracking import repo_root, run_tags, tracking_uri
-from conftest import REPO
+from conftest import REPO, start_server, stop_server
 
 
 def test_default_store_is_an_absolute_sqlite_file_in_the_repo_root(tmp_path, monkeypatch):
@@ -55,46 +55,6 @@ def test_unreachable_tracking_server_fails_fast_before_any_work(tmp_path):
     assert result.returncode == 2
     assert f"the MLflow tracking server {uri} is unreachable" in result.stderr
     assert not (tmp_path / "data").exists()  # nothing was downloaded or written
-
-
-def start_server(folder, port):
-    """A real `mlflow server` on loopback; returns the process once /health answers."""
-    import requests
-
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{folder / 'server.db'}",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        try:
-            if requests.get(f"http://127.0.0.1:{port}/health", timeout=1).ok:
-                return process
-        except requests.RequestException:
-            time.sleep(0.5)
-    process.kill()
-    raise AssertionError("mlflow server did not start")
-
-
-def stop_server(process):
-    os.killpg(process.pid, 15)
-    process.wait(timeout=30)
 
 
 @pytest.mark.slow

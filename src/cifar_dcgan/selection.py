@@ -105,7 +105,9 @@ def contact_sheet(rows: list[dict], chosen: int, grids_dir: Path, path: Path) ->
             ax.set_yticks([])
             for spine in ax.spines.values():
                 spine.set(color="crimson", linewidth=4)
-    figure.suptitle("Snapshots: 7x7 samples from the same fixed latent points, with D's accuracy and mean losses")
+    figure.suptitle(
+        "Snapshots: 7x7 samples from the same fixed latent points, with D's accuracy and mean losses"
+    )
     figure.tight_layout(pad=1.2)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90, bbox_inches="tight")
