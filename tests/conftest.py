@@ -181,6 +181,16 @@ def set_params(root: Path, **sections) -> None:
 SMALL_MODEL = {"d_filters": [8, 16, 16, 16], "g_seed_filters": 16, "g_filters": [16, 16, 16]}
 
 
+def tiny_pipeline(root: Path, archive_path: Path, md5: str, limit: int | None = 64, **train_gan) -> None:
+    """Point a project at a local test archive and make every stage take seconds."""
+    set_params(
+        root,
+        prepare={"url": str(archive_path), "md5": md5, "limit": limit},
+        train_discriminator_sanity={"batch_size": 32},
+        train_gan=tiny_training(**train_gan),
+    )
+
+
 def tiny_training(**changes) -> dict:
     """train_gan values for a run of seconds: 64 images, batch 16, 2 epochs."""
     return {"epochs": 2, "batch_size": 16, "snapshot_every": 1, "eval_samples": 16, **changes}

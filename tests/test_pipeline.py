@@ -10,7 +10,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import run, set_params, tiny_training
+from conftest import run, set_params, tiny_pipeline, tiny_training
 
 pytestmark = pytest.mark.slow
 
@@ -114,13 +114,7 @@ def test_pipeline_gate_training_tracking_and_an_experiment(project, archive, htt
 
 
 def test_three_queued_experiments_on_two_workers_share_the_store(project, archive):
-    path, md5 = archive
-    set_params(
-        project,
-        prepare={"url": str(path), "md5": md5, "limit": 64},
-        train_discriminator_sanity={"batch_size": 32},
-        train_gan=tiny_training(),
-    )
+    tiny_pipeline(project, *archive)
     run(["dvc", "repro"], project)
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "baseline"], project)
@@ -169,13 +163,7 @@ def test_pipeline_against_a_real_tracking_server(project, archive, tmp_path):
 
     from conftest import free_port, project_env, start_server, stop_server
 
-    path, md5 = archive
-    set_params(
-        project,
-        prepare={"url": str(path), "md5": md5, "limit": 64},
-        train_discriminator_sanity={"batch_size": 32},
-        train_gan=tiny_training(),
-    )
+    tiny_pipeline(project, *archive)
     port = free_port()
     server_dir = tmp_path / "server"
     server_dir.mkdir()

@@ -10,18 +10,13 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
-from conftest import make_project, project_env, run, set_params, tiny_training
+from conftest import make_project, project_env, run, set_params, tiny_pipeline
 
 pytestmark = pytest.mark.slow
 
 
 def configure(root, archive_path, md5):
-    set_params(
-        root,
-        prepare={"url": str(archive_path), "md5": md5, "limit": None},
-        train_discriminator_sanity={"batch_size": 32},
-        train_gan=tiny_training(epochs=4, snapshot_every=2),
-    )
+    tiny_pipeline(root, archive_path, md5, limit=None, epochs=4, snapshot_every=2)
 
 
 def interrupt_during_epoch(root, epoch: int) -> subprocess.CompletedProcess:
