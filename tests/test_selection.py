@@ -177,3 +177,15 @@ def test_a_model_with_a_lambda_layer_is_refused_unless_allowed(tmp_path, capsys)
     assert not (tmp_path / "g.png").exists()
     main(["--model", str(path), "--grid", str(tmp_path / "g.png"), "--allow-unsafe"])
     assert (tmp_path / "g.png").exists()
+
+
+def test_latent_points_follow_the_training_distribution():
+    import argparse
+
+    from cifar_dcgan.generate import latents
+
+    args = argparse.Namespace(seed=0, interpolate=None, constant=None, n=500, distribution="uniform")
+    uniform = latents(args, 100)
+    assert uniform.dtype == np.float32 and uniform.min() >= -1.0 and uniform.max() <= 1.0
+    gaussian = latents(argparse.Namespace(**{**vars(args), "distribution": "gaussian"}), 100)
+    assert gaussian.min() < -3.0 and gaussian.max() > 3.0

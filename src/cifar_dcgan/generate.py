@@ -70,13 +70,20 @@ def interpolate(a: np.ndarray, b: np.ndarray, steps: int, method: str) -> np.nda
 
 
 def latents(args, latent_dim: int) -> np.ndarray:
+    """The generator's input, drawn like in training (`train_gan.latent_distribution`)."""
     rng = np.random.default_rng(args.seed)
+
+    def draw(n):
+        if args.distribution == "uniform":
+            return rng.uniform(-1.0, 1.0, (n, latent_dim))
+        return rng.standard_normal((n, latent_dim))
+
     if args.interpolate:
-        a, b = rng.standard_normal((2, latent_dim))
+        a, b = draw(2)
         return interpolate(a, b, args.steps, args.interpolate)
     if args.constant is not None:
         return np.full((args.n, latent_dim), args.constant, dtype=np.float32)
-    return rng.standard_normal((args.n, latent_dim)).astype(np.float32)
+    return draw(args.n).astype(np.float32)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -87,6 +94,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=49, help="number of images")
     parser.add_argument("--seed", type=int, default=0, help="seed of the latent points")
     parser.add_argument("--constant", type=float, help="use this value for every latent coordinate")
+    parser.add_argument(
+        "--distribution",
+        choices=["gaussian", "uniform"],
+        default="gaussian",
+        help="latent distribution the generator was trained with (train_gan.latent_distribution)",
+    )
     parser.add_argument(
         "--interpolate", choices=["linear", "slerp"], help="a strip between two random points"
     )
