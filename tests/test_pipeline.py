@@ -51,6 +51,9 @@ def test_pipeline_gate_training_tracking_and_an_experiment(project, archive, htt
         "epoch_001.png",
         "epoch_002.png",
     ]
+    run(["dvc", "plots", "show", "-o", "plots_html"], project)
+    page = (project / "plots_html" / "index.html").read_text()
+    assert all(name in page for name in ("GAN losses", "losses.png", "epoch_002.png", "contact_sheet.png"))
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
     (workspace,) = [value["data"] for value in metrics.values()]
     assert workspace["reports/train_gan/metrics.json"]["data"]["iterations"] == 8
