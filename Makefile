@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install repro test test-fast bench lint format clean
+.PHONY: help install browser repro test test-fast bench lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -23,8 +23,13 @@ install: $(STAMP)  ## create .venv and install the pinned requirements
 repro: $(STAMP)  ## run the whole pipeline (dvc repro)
 	dvc repro
 
-test: $(STAMP)  ## run all tests, slow end-to-end ones included
+test: $(STAMP) browser  ## run all tests, slow end-to-end ones included
 	pytest
+
+browser:  ## Debian's chromium for the MLflow UI test (installed if missing, when run as root)
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+		echo "chromium is not installed: the MLflow UI test will be skipped"
 
 test-fast: $(STAMP)  ## run the fast tests only
 	pytest -m "not slow"

@@ -196,16 +196,16 @@ def tiny_training(**changes) -> dict:
     return {"epochs": 2, "batch_size": 16, "snapshot_every": 1, "eval_samples": 16, **changes}
 
 
-def start_server(folder, port):
-    """A real `mlflow server` on loopback; returns the process once /health answers."""
+def start_server(folder, port, command=None):
+    """A real `mlflow server` (or the `command` given, e.g. `ui ...`) on loopback; returns
+    the process once /health answers."""
+    command = command or ["server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}"]
     process = subprocess.Popen(
         [
             sys.executable,
             "-m",
             "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{folder / 'server.db'}",
+            *command,
             "--host",
             "127.0.0.1",
             "--port",

@@ -48,6 +48,7 @@ def test_pipeline_gate_training_tracking_and_an_experiment(project, archive, htt
     snapshots = sorted(p.name for p in (project / "models" / "snapshots").iterdir())
     assert snapshots == ["epoch_001.keras", "epoch_002.keras"]
     assert sorted(p.name for p in (project / "reports" / "train_gan" / "grids").iterdir()) == [
+        "epoch_000.png",
         "epoch_001.png",
         "epoch_002.png",
     ]
@@ -71,6 +72,7 @@ def test_pipeline_gate_training_tracking_and_an_experiment(project, archive, htt
     for key in ("acc_real", "acc_fake"):
         assert [m.step for m in client.get_metric_history(run_id, key)] == [1, 2]
     images = [a.path for a in client.list_artifacts(run_id, "images")]
+    assert sum(p.endswith(".png") and "+step+0+" in p for p in images) == 1  # before training
     assert sum(p.endswith(".png") and "+step+1+" in p for p in images) == 1
     assert sum(p.endswith(".png") and "+step+2+" in p for p in images) == 1
     assert train.data.params["train_gan.label_smoothing"] == "0.0"
@@ -196,7 +198,7 @@ def test_pipeline_against_a_real_tracking_server(project, archive, tmp_path):
         ).json()
         assert sorted(m["step"] for m in history["metrics"]) == list(range(1, 9))
         listed = requests.get(f"{api}/artifacts/list", params={"run_id": train_id, "path": "images"}).json()
-        assert sum(f["path"].endswith(".png") for f in listed["files"]) == 2  # one grid per snapshot
+        assert sum(f["path"].endswith(".png") for f in listed["files"]) == 3  # before training + 2 snapshots
         alias = requests.get(
             f"{api}/registered-models/alias", params={"name": "cifar10-dcgan-generator", "alias": "champion"}
         ).json()

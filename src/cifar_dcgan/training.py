@@ -303,6 +303,11 @@ def train_gan(
         callback.on_epoch_end(resume.epochs_done)
     if resume:
         print(f"resuming at iteration {done} (epoch {done // steps + 1}) from {checkpoint_dir}", flush=True)
+    else:  # the probe grid before training, step 0: where the UI's image slider starts
+        grid = save_grid(
+            gan.generator(callback.probe, training=False).numpy(), reports_dir / "grids" / "epoch_000.png"
+        )
+        tracker.log_image(grid, key="generated", step=0)
 
     handlers = {}
 
