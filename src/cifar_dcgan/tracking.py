@@ -118,14 +118,14 @@ class MlflowTracker:
         epochs) or until stored or out of retries (`final=True`, then spilled to a file)."""
         import mlflow
 
-        self._collect()
+        self._collect(wait=final)  # between epochs, a slow or dead store must not hold training
         for attempt in range(self.retries if final else 1):
             if not self.backlog:
                 break
             if attempt:
                 time.sleep(self.retry_delay)
             self._send(self.backlog)
-            self._collect()
+            self._collect(wait=final)
         if final:
             self._safely(mlflow.flush_artifact_async_logging)
         if final and self.backlog:
@@ -182,13 +182,19 @@ class MlflowTracker:
             except Exception as error:  # any failure of the store: keep the values for later
                 self._refused(chunk, error)
 
-    def _collect(self) -> None:
-        while self.pending:
-            operation, chunk = self.pending.pop(0)
+    def _collect(self, wait: bool = True) -> None:
+        """Check sent batches; without `wait`, only those already finished (never blocks)."""
+        still_running = []
+        for operation, chunk in self.pending:
+            futures = getattr(operation, "_operation_futures", None)
+            if not wait and futures is not None and not all(f.done() for f in futures):
+                still_running.append((operation, chunk))
+                continue
             try:
                 operation.wait()
             except Exception as error:
                 self._refused(chunk, error)
+        self.pending = still_running
 
     def _refused(self, chunk: list, error: Exception) -> None:
         self.backlog.extend(chunk)

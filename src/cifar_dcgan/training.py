@@ -123,7 +123,7 @@ class SnapshotCallback(keras.callbacks.Callback):
         self.last_good = self.capture()
         if self.checkpoint_dir is None:
             return
-        self.tracker.flush(final=False)  # confirm what was logged before the checkpoint says so
+        self.tracker.flush(final=False)  # resend refused values; the run's end confirms the rest
         checkpoint_lib.save(self.checkpoint_dir, self.last_good)
 
     def go_back(self, seed: int) -> None:
