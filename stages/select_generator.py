@@ -42,7 +42,8 @@ def main() -> None:
             args.out,
             args.reports,
         )
-        tracker.log_metrics({"selected_epoch": selection["epoch"]}, step=0)
+        quality = {k: v for k, v in selection.items() if k in ("chosen_fcd", "chosen_kid")}
+        tracker.log_metrics({"selected_epoch": selection["epoch"], **quality}, step=0)
         tracker.log_artifact(args.reports / "selection.json")
         tracker.log_artifact(args.reports / "contact_sheet.png")
         description = f"epoch {selection['epoch']} of training run {training_run_id}; {selection['rule']}"

@@ -2,10 +2,14 @@
 Resumes from the checkpoint when one of the same params and data exists (after Ctrl-C).
 
     python stages/train_gan.py --data data/prepared --snapshots models/snapshots \
-        --checkpoint models/checkpoint --reports reports/train_gan
+        --checkpoint models/checkpoint --evaluator models/evaluator --reports reports/train_gan
+
+With `train_gan.distribute: multi_worker`, start this same command on every machine of the
+cluster, each with its TF_CONFIG; only the chief writes outputs and tracks.
 """
 
 import argparse
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +17,9 @@ import numpy as np
 from cifar_dcgan import checkpoint
 from cifar_dcgan.config import flatten, load_params
 from cifar_dcgan.errors import run_stage
-from cifar_dcgan.tracking import stage_run
-from cifar_dcgan.training import train_gan
+from cifar_dcgan.evaluator import Evaluator
+from cifar_dcgan.tracking import NullTracker, stage_run
+from cifar_dcgan.training import is_chief, make_strategy, train_gan
 
 
 def main() -> None:
@@ -23,12 +28,25 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--snapshots", type=Path, required=True)
     parser.add_argument("--checkpoint", type=Path, required=True)
+    parser.add_argument("--evaluator", type=Path, required=True)
     parser.add_argument("--reports", type=Path, required=True)
     args = parser.parse_args()
     params = load_params(args.params, "tracking", "model", "train_gan")
     model, train = params["model"], params["train_gan"]
+    strategy = make_strategy(train.distribute)  # before any other TensorFlow work
     real_images = np.load(args.data / "train_images.npy", mmap_mode="r")
-    resume = checkpoint.load(args.checkpoint, checkpoint.fingerprint(model, train, real_images))
+    judge = Evaluator.load(args.evaluator)
+    # (on a cluster, every worker resumes from this folder: keep it on shared storage)
+    resume = checkpoint.load(args.checkpoint, checkpoint.fingerprint(model, train, real_images, judge.digest))
+    if not is_chief(strategy):  # a worker computes its share; its files are thrown away
+        with tempfile.TemporaryDirectory() as scratch:
+            snapshots, reports, state = (
+                Path(scratch) / name for name in ("snapshots", "reports", "checkpoint")
+            )
+            train_gan(
+                real_images, model, train, snapshots, reports, NullTracker(), state, resume, judge, strategy
+            )
+        return
     run_params = flatten({"model": model, "train_gan": train})
     with stage_run(
         "train-gan",
@@ -36,7 +54,18 @@ def main() -> None:
         run_params,
         resume_run_id=resume.run_id if resume else None,
     ) as tracker:
-        train_gan(real_images, model, train, args.snapshots, args.reports, tracker, args.checkpoint, resume)
+        train_gan(
+            real_images,
+            model,
+            train,
+            args.snapshots,
+            args.reports,
+            tracker,
+            args.checkpoint,
+            resume,
+            judge,
+            strategy,
+        )
 
 
 if __name__ == "__main__":

@@ -114,7 +114,7 @@ def repo_params() -> dict:
     return yaml.safe_load((REPO / "params.yaml").read_text())
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def make_params(repo_params):
     """make_params("train_gan", epochs=1) -> that section as a validated dataclass."""
     from cifar_dcgan.config import SECTIONS
@@ -179,6 +179,7 @@ def set_params(root: Path, **sections) -> None:
 
 
 SMALL_MODEL = {"d_filters": [8, 16, 16, 16], "g_seed_filters": 16, "g_filters": [16, 16, 16]}
+TINY_EVALUATOR = {"filters": [8, 16], "features": 16, "epochs": 1, "batch_size": 32}
 
 
 def tiny_pipeline(root: Path, archive_path: Path, md5: str, limit: int | None = 64, **train_gan) -> None:
@@ -187,13 +188,45 @@ def tiny_pipeline(root: Path, archive_path: Path, md5: str, limit: int | None = 
         root,
         prepare={"url": str(archive_path), "md5": md5, "limit": limit},
         train_discriminator_sanity={"batch_size": 32},
+        train_evaluator=TINY_EVALUATOR,
         train_gan=tiny_training(**train_gan),
     )
 
 
 def tiny_training(**changes) -> dict:
     """train_gan values for a run of seconds: 64 images, batch 16, 2 epochs."""
-    return {"epochs": 2, "batch_size": 16, "snapshot_every": 1, "eval_samples": 16, **changes}
+    return {
+        "epochs": 2,
+        "batch_size": 16,
+        "snapshot_every": 1,
+        "eval_samples": 16,
+        "fcd_samples": 64,
+        **changes,
+    }
+
+
+@pytest.fixture(scope="session")
+def full_mirror(tmp_path_factory):
+    """The full CIFAR-10 mirror archive built from ../shared and prepared once:
+    (archive path, its md5, the prepared folder, prepare's summary)."""
+    from cifar_dcgan import cifar
+
+    if not (SHARED / "tools" / "cifar10-mirror").exists():
+        pytest.skip("../shared is absent: no CIFAR-10 mirror to build")
+    folder = tmp_path_factory.mktemp("mirror")
+    archive_path = folder / "cifar-10-python.tar.gz"
+    built = subprocess.run(
+        [sys.executable, str(SHARED / "tools" / "cifar10-mirror"), str(archive_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    md5 = built.stdout.split()[0]
+    out = folder / "prepared"
+    summary = cifar.prepare(
+        cifar.fetch_archive(str(archive_path), md5, folder, 0), md5, out, folder / "reports", None
+    )
+    return archive_path, md5, out, summary
 
 
 def start_server(folder, port, command=None):

@@ -63,23 +63,23 @@ def test_discriminator_updates_leave_generator_unchanged(make_params):
 
 def test_label_smoothing_is_one_sided(make_params):
     gan = make_gan(make_params, label_smoothing=0.1)
-    real = gan.discriminator_targets(tf.ones((1000, 1))).numpy()
-    fake = gan.discriminator_targets(tf.zeros((1000, 1))).numpy()
+    real = gan.discriminator_targets(0, tf.ones((1000, 1)), 1000).numpy()
+    fake = gan.discriminator_targets(3, tf.zeros((1000, 1)), 1000).numpy()
     np.testing.assert_allclose(real, 0.9, rtol=1e-6)
     assert np.all(fake == 0.0)
 
 
 def test_label_noise_stays_within_its_band(make_params):
     gan = make_gan(make_params, label_smoothing=0.1, label_noise=0.05)
-    real = gan.discriminator_targets(tf.ones((5000, 1))).numpy()
+    real = gan.discriminator_targets(0, tf.ones((5000, 1)), 5000).numpy()
     assert 0.85 - 1e-6 <= real.min() < 0.86 and 0.94 < real.max() <= 0.95 + 1e-6
     assert abs(real.mean() - 0.9) < 0.005
 
 
 def test_label_flip_swaps_labels_at_the_given_rate(make_params):
     gan = make_gan(make_params, label_flip=0.25, label_smoothing=0.1)
-    real = gan.discriminator_targets(tf.ones((20000, 1))).numpy()
-    fake = gan.discriminator_targets(tf.zeros((20000, 1))).numpy()
+    real = gan.discriminator_targets(0, tf.ones((20000, 1)), 20000).numpy()
+    fake = gan.discriminator_targets(3, tf.zeros((20000, 1)), 20000).numpy()
     assert set(np.round(np.unique(real).astype(float), 5)) == {0.0, 0.9}  # flipped reals become fake (0)
     assert set(np.round(np.unique(fake).astype(float), 5)) == {
         0.0,

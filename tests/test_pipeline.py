@@ -1,5 +1,6 @@
 """End to end: the real `dvc` CLI on a real git repository, tracked in a real SQLite store."""
 
+import csv
 import json
 import shutil
 import subprocess
@@ -10,7 +11,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from conftest import run, set_params, tiny_pipeline, tiny_training
+from conftest import TINY_EVALUATOR, run, set_params, tiny_pipeline, tiny_training
 
 pytestmark = pytest.mark.slow
 
@@ -31,6 +32,7 @@ def test_pipeline_gate_training_tracking_and_an_experiment(project, archive, htt
         project,
         prepare={"url": f"{http_server.url}/{path.name}", "md5": md5, "limit": 64},
         train_discriminator_sanity={"iterations": 1, "batch_size": 32, "min_accuracy": 1.0},
+        train_evaluator=TINY_EVALUATOR,
         train_gan=tiny_training(),
     )
 
@@ -54,12 +56,26 @@ def test_pipeline_gate_training_tracking_and_an_experiment(project, archive, htt
     ]
     run(["dvc", "plots", "show", "-o", "plots_html"], project)
     page = (project / "plots_html" / "index.html").read_text()
-    assert all(name in page for name in ("GAN losses", "losses.png", "epoch_002.png", "contact_sheet.png"))
+    assert all(
+        name in page
+        for name in (
+            "GAN losses",
+            "Image quality at snapshots",
+            "quality.png",
+            "epoch_002.png",
+            "contact_sheet.png",
+        )
+    )
     metrics = json.loads(run(["dvc", "metrics", "show", "--json"], project).stdout)
     (workspace,) = [value["data"] for value in metrics.values()]
     assert workspace["reports/train_gan/metrics.json"]["data"]["iterations"] == 8
     assert workspace["reports/sanity/metrics.json"]["data"]["acc_real"] >= 0.9
     assert workspace["reports/prepare/summary.json"]["data"]["train_images"] == 64
+    assert 0.0 <= workspace["reports/train_evaluator/metrics.json"]["data"]["test_accuracy"] <= 1.0
+    with open(project / "reports" / "train_gan" / "snapshots.csv") as file:
+        scored = {int(row["epoch"]): float(row["fcd"]) for row in csv.DictReader(file)}
+    best = min(scored, key=lambda epoch: (scored[epoch], -epoch))
+    assert workspace["reports/train_gan/metrics.json"]["data"]["best_fcd_epoch"] == best
 
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     stages = runs_by_stage(client)
@@ -69,8 +85,12 @@ def test_pipeline_gate_training_tracking_and_an_experiment(project, archive, htt
     run_id = train.info.run_id
     for key in ("d1", "d2", "g"):
         assert [m.step for m in client.get_metric_history(run_id, key)] == list(range(1, 9))
-    for key in ("acc_real", "acc_fake"):
+    for key in ("acc_real", "acc_fake", "fcd", "kid", "class_score", "class_entropy", "diversity"):
         assert [m.step for m in client.get_metric_history(run_id, key)] == [1, 2]
+    assert [m.value for m in client.get_metric_history(run_id, "fcd")] == [scored[1], scored[2]]
+    assert [m.step for m in client.get_metric_history(run_id, "fcd_real_images")] == [0]
+    (judge,) = stages["train-evaluator"]
+    assert judge.info.status == "FINISHED" and "test_accuracy" in judge.data.metrics
     images = [a.path for a in client.list_artifacts(run_id, "images")]
     assert sum(p.endswith(".png") and "+step+0+" in p for p in images) == 1  # before training
     assert sum(p.endswith(".png") and "+step+1+" in p for p in images) == 1
@@ -80,9 +100,10 @@ def test_pipeline_gate_training_tracking_and_an_experiment(project, archive, htt
     artifact_root = client.get_experiment_by_name("cifar10-dcgan").artifact_location
     assert artifact_root == (project / "mlartifacts").as_uri()
     selection = json.loads((project / "reports" / "select_generator" / "selection.json").read_text())
-    assert selection["epoch"] == 2 and selection["training_run_id"] == run_id
+    assert selection["epoch"] == best and selection["training_run_id"] == run_id
+    assert selection["rule"].startswith("criterion fcd: the lowest FCD")
     champion = client.get_model_version_by_alias("cifar10-dcgan-generator", "champion")
-    assert str(champion.version) == "1" and "epoch 2" in champion.description
+    assert str(champion.version) == "1" and f"epoch {best} " in champion.description
 
     # 3. an experiment changing one GAN param reruns only train-gan, as a second MLflow run
     run(["git", "add", "-A"], project)
@@ -91,6 +112,7 @@ def test_pipeline_gate_training_tracking_and_an_experiment(project, archive, htt
     assert "Running stage 'train-gan'" in result.stdout
     assert "Running stage 'prepare'" not in result.stdout
     assert "Running stage 'train-discriminator-sanity'" not in result.stdout
+    assert "Running stage 'train-evaluator'" not in result.stdout
     stages = runs_by_stage(client)
     assert len(stages["prepare"]) == 1 and len(stages["train-discriminator-sanity"]) == 2
     first, second = stages["train-gan"]
@@ -190,7 +212,13 @@ def test_pipeline_against_a_real_tracking_server(project, archive, tmp_path):
         for r in runs["runs"]:
             tags = {t["key"]: t["value"] for t in r["data"]["tags"]}
             by_stage[tags["stage"]] = r["info"]
-        assert sorted(by_stage) == ["prepare", "select-generator", "train-discriminator-sanity", "train-gan"]
+        assert sorted(by_stage) == [
+            "prepare",
+            "select-generator",
+            "train-discriminator-sanity",
+            "train-evaluator",
+            "train-gan",
+        ]
         assert {info["status"] for info in by_stage.values()} == {"FINISHED"}
         train_id = by_stage["train-gan"]["run_id"]
         history = requests.get(

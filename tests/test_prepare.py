@@ -11,7 +11,7 @@ import pytest
 
 from cifar_dcgan import cifar
 from cifar_dcgan.errors import PipelineError
-from conftest import REPO, SHARED, official_members, synthetic_images, write_archive
+from conftest import REPO, official_members, synthetic_images, write_archive
 
 WRONG_MD5 = "f" * 32
 
@@ -230,25 +230,10 @@ def test_stage_exits_non_zero_with_one_clear_line(tmp_path, archive):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not (SHARED / "tools" / "cifar10-mirror").exists(), reason="../shared is absent")
-def test_prepare_on_the_full_mirror(tmp_path):
-    archive_path = tmp_path / "cifar-10-python.tar.gz"
-    built = subprocess.run(
-        [sys.executable, str(SHARED / "tools" / "cifar10-mirror"), str(archive_path)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    md5 = built.stdout.split()[0]
-    summary = cifar.prepare(
-        cifar.fetch_archive(str(archive_path), md5, tmp_path, 0),
-        md5,
-        tmp_path / "out",
-        tmp_path / "reports",
-        None,
-    )
+def test_prepare_on_the_full_mirror(full_mirror):
+    _, _, out, summary = full_mirror
     assert (summary.train_images, summary.test_images) == (50_000, 10_000)
     assert summary.train_per_class == [5_000] * 10 and summary.test_per_class == [1_000] * 10
-    train = np.load(tmp_path / "out" / "train_images.npy", mmap_mode="r")
+    train = np.load(out / "train_images.npy", mmap_mode="r")
     assert train.shape == (50_000, 32, 32, 3) and train.dtype == np.float32
     assert (summary.min_value, summary.max_value) == (-1.0, 1.0)

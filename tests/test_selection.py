@@ -13,7 +13,7 @@ from cifar_dcgan.selection import select_generator
 from conftest import SMALL_MODEL
 
 
-def fake_training(tmp_path, make_params, rows):
+def fake_training(tmp_path, make_params, rows, quality=True):
     """A train-gan output folder: snapshots.csv rows and a small generator per epoch."""
     from cifar_dcgan.models import build_generator
 
@@ -24,17 +24,18 @@ def fake_training(tmp_path, make_params, rows):
     for row in rows:
         generator.save(snapshots / f"epoch_{row['epoch']:03d}.keras")
     with open(reports / "snapshots.csv", "w", newline="") as file:
-        writer = csv.DictWriter(file, ["epoch", "iteration", "acc_real", "acc_fake", "d1", "d2", "g"])
+        columns = ["epoch", "iteration", "acc_real", "acc_fake", "d1", "d2", "g"]
+        writer = csv.DictWriter(file, columns + ["fcd", "kid"] * quality, extrasaction="ignore")
         writer.writeheader()
         writer.writerows({"iteration": 10 * r["epoch"], "d1": 0.5, "d2": 0.5, "g": 1.0, **r} for r in rows)
     return snapshots, reports
 
 
 ROWS = [
-    {"epoch": 1, "acc_real": 0.9, "acc_fake": 0.8},
-    {"epoch": 2, "acc_real": 0.55, "acc_fake": 0.4},
-    {"epoch": 3, "acc_real": 0.7, "acc_fake": 0.6},
-    {"epoch": 4, "acc_real": float("nan"), "acc_fake": 0.5},
+    {"epoch": 1, "acc_real": 0.9, "acc_fake": 0.8, "fcd": 40.0, "kid": 0.03},
+    {"epoch": 2, "acc_real": 0.55, "acc_fake": 0.4, "fcd": 25.0, "kid": 0.025},
+    {"epoch": 3, "acc_real": 0.7, "acc_fake": 0.6, "fcd": 30.0, "kid": 0.02},
+    {"epoch": 4, "acc_real": float("nan"), "acc_fake": 0.5, "fcd": 10.0, "kid": 0.01},  # diverged
 ]
 
 
@@ -50,7 +51,9 @@ def select(tmp_path, make_params, **changes):
 @pytest.mark.parametrize(
     "changes, epoch",
     [
-        ({}, 3),  # last usable: epoch 4 diverged (NaN)
+        ({}, 2),  # the lowest FCD among usable snapshots: epoch 4 diverged (NaN)
+        ({"criterion": "kid"}, 3),
+        ({"criterion": "last"}, 3),
         ({"criterion": "acc_real", "target_acc_real": 0.5}, 2),
         ({"epoch": 1}, 1),
     ],
@@ -65,6 +68,24 @@ def test_rules_pick_the_expected_snapshot(tmp_path, make_params, changes, epoch)
     assert [c["usable"] for c in saved["candidates"]] == [True, True, True, False]
     assert [c["flag"] for c in saved["candidates"]] == ["", "", "", "nan"]
     assert (tmp_path / "selection" / "contact_sheet.png").stat().st_size > 5000
+    chosen = ROWS[epoch - 1]
+    assert (saved["chosen_fcd"], saved["chosen_kid"]) == (chosen["fcd"], chosen["kid"])
+    assert (saved["last_epoch"], saved["last_fcd"]) == (4, 10.0)
+
+
+def test_selecting_by_fcd_needs_scored_snapshots(tmp_path, make_params):
+    snapshots, reports = fake_training(tmp_path, make_params, ROWS, quality=False)
+    with pytest.raises(PipelineError, match="criterion = fcd, but the snapshots have no 'fcd' column"):
+        select_generator(
+            reports / "snapshots.csv",
+            snapshots,
+            reports / "grids",
+            None,
+            make_params("select_generator"),
+            tmp_path / "generator.keras",
+            tmp_path / "selection",
+        )
+    assert not (tmp_path / "generator.keras").exists()
 
 
 def test_a_pick_that_is_not_a_snapshot_lists_the_available_epochs(tmp_path, make_params):

@@ -31,9 +31,14 @@ class Checkpoint:
     eval_rng: dict
 
 
-def fingerprint(model: ModelParams, params: TrainGanParams, real_images: np.ndarray) -> str:
-    """What makes two trainings the same: every param and (a sample of) the data."""
-    digest = hashlib.sha256(json.dumps([dataclasses.asdict(model), dataclasses.asdict(params)]).encode())
+def fingerprint(
+    model: ModelParams, params: TrainGanParams, real_images: np.ndarray, evaluator: str = ""
+) -> str:
+    """What makes two trainings the same: every param, (a sample of) the data and the
+    evaluator that scores the snapshots (its digest)."""
+    digest = hashlib.sha256(
+        json.dumps([dataclasses.asdict(model), dataclasses.asdict(params), evaluator]).encode()
+    )
     digest.update(str(real_images.shape).encode())
     digest.update(np.ascontiguousarray(real_images[:: max(1, len(real_images) // 64)]).tobytes())
     return digest.hexdigest()

@@ -108,6 +108,35 @@ class SanityParams:
 
 
 @dataclasses.dataclass(frozen=True)
+class EvaluatorParams:
+    filters: tuple[int, ...]  # conv widths, one block of two 3x3 convs + 2x2 max-pool each
+    features: int  # width of the penultimate layer: the features FCD and KID compare
+    dropout: float  # dropout before the class layer
+    augment: bool  # random horizontal flips and shifts of up to 4 pixels while training
+    epochs: int  # passes over the training split
+    batch_size: int  # images per update
+    learning_rate: float  # AdamW peak learning rate, cosine-decayed to 0
+    weight_decay: float  # AdamW decoupled weight decay
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"]  # while training only
+    seed: int  # weights, shuffling and augmentation
+
+    def __post_init__(self):
+        s = "train_evaluator"
+        _check(
+            1 <= len(self.filters) <= 5 and min(self.filters) >= 1,
+            f"{s}.filters",
+            list(self.filters),
+            "a list of 1 to 5 positive widths (each block halves 32x32)",
+        )
+        _check(self.features >= 2, f"{s}.features", self.features, "an integer >= 2")
+        _check(0 <= self.dropout < 1, f"{s}.dropout", self.dropout, "0 <= x < 1")
+        _check(self.epochs >= 1, f"{s}.epochs", self.epochs, "an integer >= 1")
+        _check(self.batch_size >= 1, f"{s}.batch_size", self.batch_size, "an integer >= 1")
+        _check(self.learning_rate > 0, f"{s}.learning_rate", self.learning_rate, "a number > 0")
+        _check(self.weight_decay >= 0, f"{s}.weight_decay", self.weight_decay, "a number >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainGanParams:
     epochs: int  # passes of floor(N / batch_size) iterations
     batch_size: int  # half real, half generated in each D update; all generated in G's
@@ -124,10 +153,12 @@ class TrainGanParams:
     label_flip: float  # probability of swapping real/fake labels in D updates
     seed: int  # seeds weights, sampling, latents and the probe grid
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"]  # compute dtype policy
+    distribute: Literal["none", "mirrored", "multi_worker"]  # tf.distribute strategy of the step
     on_failure: Literal["warn", "stop", "restart"]  # what a detected failure does
     max_restarts: int  # restarts allowed with on_failure restart before stopping
     failure_window: int  # last iterations of each epoch checked for a discriminator that has won
     failure_loss: float  # d1 and d2 both below this over the window: D has won
+    fcd_samples: int  # generated images FCD, KID and the other quality metrics use per snapshot
 
     def __post_init__(self):
         s = "train_gan"
@@ -150,12 +181,13 @@ class TrainGanParams:
         _check(self.max_restarts >= 0, f"{s}.max_restarts", self.max_restarts, "an integer >= 0")
         _check(self.failure_window >= 1, f"{s}.failure_window", self.failure_window, "an integer >= 1")
         _check(self.failure_loss > 0, f"{s}.failure_loss", self.failure_loss, "a number > 0")
+        _check(self.fcd_samples >= 2, f"{s}.fcd_samples", self.fcd_samples, "an integer >= 2")
 
 
 @dataclasses.dataclass(frozen=True)
 class SelectParams:
     epoch: int | None  # a manual pick; null lets the criterion choose
-    criterion: Literal["last", "acc_real"]  # the rule when no epoch is given
+    criterion: Literal["fcd", "kid", "last", "acc_real"]  # the rule when no epoch is given
     target_acc_real: float  # for criterion acc_real: the D accuracy on real images aimed at
     model_name: str  # MLflow registered model the chosen generator becomes a version of
     alias: str  # registry alias moved to the new version
@@ -180,6 +212,7 @@ SECTIONS = {
     "prepare": PrepareParams,
     "model": ModelParams,
     "train_discriminator_sanity": SanityParams,
+    "train_evaluator": EvaluatorParams,
     "train_gan": TrainGanParams,
     "select_generator": SelectParams,
 }

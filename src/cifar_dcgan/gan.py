@@ -5,6 +5,12 @@ Per iteration, exactly the classic algorithm:
 2. update D on a half-batch of generated images (target 0, or flipped),
 3. update G on a full batch of latent points with target 1 through D, leaving D unchanged.
 The loop is Keras `fit()`; snapshots and tracking are callbacks (see training.py).
+
+The step also runs under a `tf.distribute` strategy (see training.py): each replica gets
+its share of every half-batch, losses are scaled so that the summed gradients equal those
+of the global batch, and random draws (latent points, label noise and flips) are made for
+the global batch from a seed and the iteration number, each replica keeping its slice. On
+one device or many, the same global batch sees the same numbers.
 """
 
 import keras
@@ -12,20 +18,50 @@ import tensorflow as tf
 
 from cifar_dcgan.config import TrainGanParams
 
-bce = keras.losses.BinaryCrossentropy()
+
+def bce(targets: tf.Tensor, predictions: tf.Tensor) -> tf.Tensor:
+    """Mean binary cross-entropy over this replica's batch. (Keras' loss classes would also
+    divide by the number of replicas under a strategy; here that scaling is explicit.)"""
+    return tf.reduce_mean(keras.losses.binary_crossentropy(targets, predictions))
+
+
+DRAWS_PER_ITERATION = 8  # stateless random draws of one step, each with its own seed
+
+
+def replicas() -> int:
+    """Replicas training in sync: 1 outside a distribution strategy."""
+    return tf.distribute.get_replica_context().num_replicas_in_sync
+
+
+def global_mean(value: tf.Tensor) -> tf.Tensor:
+    """The mean over replicas of a per-replica mean: the global batch's mean."""
+    if replicas() == 1:
+        return value
+    return tf.distribute.get_replica_context().all_reduce("MEAN", value)
+
+
+def replica_share(values: tf.Tensor) -> tf.Tensor:
+    """This replica's rows of a tensor drawn for the global batch."""
+    n = replicas()
+    if n == 1:
+        return values
+    rows = tf.shape(values)[0] // n
+    start = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32) * rows
+    return values[start : start + rows]
 
 
 def discriminator_update(
     discriminator: keras.Model, optimizer: keras.optimizers.Optimizer, images: tf.Tensor, targets: tf.Tensor
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """One gradient step of D towards `targets`; returns (loss, predictions before the step)."""
+    """One gradient step of D towards `targets`; returns (the global batch's loss,
+    predictions before the step)."""
     with tf.GradientTape() as tape:
         predictions = discriminator(images, training=True)  # (B, 1)
         loss = bce(targets, predictions)
-        scaled_loss = scaled(optimizer, loss)
+        scaled_loss = scaled(optimizer, loss / replicas())  # replicas' gradients are summed
     gradients = tape.gradient(scaled_loss, discriminator.trainable_weights)
     optimizer.apply_gradients(zip(gradients, discriminator.trainable_weights))
-    return loss, predictions
+    return global_mean(loss), predictions
 
 
 def scaled(optimizer: keras.optimizers.Optimizer, loss: tf.Tensor) -> tf.Tensor:
@@ -36,7 +72,7 @@ def scaled(optimizer: keras.optimizers.Optimizer, loss: tf.Tensor) -> tf.Tensor:
 def accuracy(predictions: tf.Tensor, real: bool) -> tf.Tensor:
     """Share of `predictions` on the right side of 0.5."""
     hits = predictions > 0.5 if real else predictions < 0.5
-    return tf.reduce_mean(tf.cast(hits, tf.float32))
+    return global_mean(tf.reduce_mean(tf.cast(hits, tf.float32)))
 
 
 class DCGAN(keras.Model):
@@ -57,13 +93,16 @@ class DCGAN(keras.Model):
         self.latent_dim = generator.input_shape[-1]
         self.seed_generator = keras.random.SeedGenerator(params.seed)
         self.steps_per_epoch = steps_per_epoch
-        # per-iteration d1, d2, g of the current epoch, read once per epoch by a callback
-        self.loss_history = tf.Variable(tf.zeros((steps_per_epoch, 3)), trainable=False)
-        self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False)
+        # per-iteration d1, d2, g of the current epoch, read once per epoch by a callback;
+        # every replica holds the same values, so the first one's writes are kept
+        first = tf.VariableAggregation.ONLY_FIRST_REPLICA
+        self.loss_history = tf.Variable(tf.zeros((steps_per_epoch, 3)), trainable=False, aggregation=first)
+        self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=first)
         # D's batch-norm statistics (not its dropout RNG state), kept unchanged by the G update
         self.d_statistics = [
             v for v in discriminator.non_trainable_variables if "seed_generator" not in v.path
         ]
+        self.built = True  # both networks are built; fit() under a strategy must not build it
         self.trackers = {
             name: keras.metrics.Mean(name=name) for name in ("d1", "d2", "g", "acc_real", "acc_fake")
         }
@@ -94,54 +133,67 @@ class DCGAN(keras.Model):
             self.loss_history,
         ]
 
-    def random_latent_vectors(self, n) -> tf.Tensor:
-        shape = (n, self.latent_dim)
-        if self.params.latent_distribution == "uniform":
-            return keras.random.uniform(shape, -1.0, 1.0, seed=self.seed_generator)
-        return keras.random.normal(shape, seed=self.seed_generator)
+    def draw_seed(self, draw: int) -> tf.Tensor:
+        """The seed of random draw number `draw` of this iteration: from the seed state and
+        the iteration only, so draws do not depend on how many replicas share the batch, and
+        a resumed run draws what the uninterrupted one would have."""
+        base = tf.cast(self.seed_generator.state[0], tf.int64)
+        return tf.stack([base, self.iteration * DRAWS_PER_ITERATION + draw])
 
-    def discriminator_targets(self, labels: tf.Tensor) -> tf.Tensor:
+    def uniform(self, draw: int, rows, columns, low=0.0, high=1.0) -> tf.Tensor:
+        """This replica's share of a (rows, columns) uniform draw for the global batch."""
+        return replica_share(tf.random.stateless_uniform((rows, columns), self.draw_seed(draw), low, high))
+
+    def random_latent_vectors(self, draw: int, rows) -> tf.Tensor:
+        """This replica's share of `rows` latent points for the global batch."""
+        if self.params.latent_distribution == "uniform":
+            return self.uniform(draw, rows, self.latent_dim, -1.0, 1.0)
+        return replica_share(tf.random.stateless_normal((rows, self.latent_dim), self.draw_seed(draw)))
+
+    def discriminator_targets(self, draw: int, labels: tf.Tensor, global_rows) -> tf.Tensor:
         """Hard labels (1 real, 0 fake) -> D's targets: flipped, then one-sided smoothing and
-        noise on whatever is labelled real."""
+        noise on whatever is labelled real. Uses draws `draw` and `draw + 1`."""
         p = self.params
-        flip = keras.random.uniform(tf.shape(labels), seed=self.seed_generator) < p.label_flip
+        flip = self.uniform(draw, global_rows, 1) < p.label_flip
         labels = tf.where(flip, 1.0 - labels, labels)
-        noise = keras.random.uniform(
-            tf.shape(labels), -p.label_noise, p.label_noise, seed=self.seed_generator
-        )
+        noise = self.uniform(draw + 1, global_rows, 1, -p.label_noise, p.label_noise)
         return tf.clip_by_value(labels * (1.0 - p.label_smoothing + noise), 0.0, 1.0)
 
     def train_step(self, real_indices):
-        half = tf.shape(real_indices)[0]
-        real_images = tf.gather(self.real_images, real_indices)  # (B/2, 32, 32, 3)
-        real_targets = self.discriminator_targets(tf.ones((half, 1)))
+        local = tf.shape(real_indices)[0]  # this replica's share of the half-batch
+        half = local * replicas()
+        real_images = tf.gather(self.real_images, real_indices)  # (B/2 / replicas, 32, 32, 3)
+        real_targets = self.discriminator_targets(0, tf.ones((local, 1)), half)
         d1, real_predictions = discriminator_update(
             self.discriminator, self.d_optimizer, real_images, real_targets
         )
 
         # generator in training mode, as in DCGAN practice (identical without batch norm)
-        fake_images = self.generator(self.random_latent_vectors(half), training=True)
-        fake_targets = self.discriminator_targets(tf.zeros((half, 1)))
+        fake_images = self.generator(self.random_latent_vectors(2, half), training=True)
+        fake_targets = self.discriminator_targets(3, tf.zeros((local, 1)), half)
         d2, fake_predictions = discriminator_update(
             self.discriminator, self.d_optimizer, fake_images, fake_targets
         )
 
         d_state = [tf.identity(v) for v in self.d_statistics]
-        random_latent_vectors = self.random_latent_vectors(2 * half)  # (B, latent_dim)
-        misleading_labels = tf.ones((2 * half, 1))
+        random_latent_vectors = self.random_latent_vectors(5, 2 * half)  # (B / replicas, latent_dim)
+        misleading_labels = tf.ones((2 * local, 1))
         with tf.GradientTape() as tape:
             predictions = self.discriminator(
                 self.generator(random_latent_vectors, training=True), training=True
             )
             g = bce(misleading_labels, predictions)
-            scaled_g = scaled(self.g_optimizer, g)
+            scaled_g = scaled(self.g_optimizer, g / replicas())
         gradients = tape.gradient(scaled_g, self.generator.trainable_weights)
         self.g_optimizer.apply_gradients(zip(gradients, self.generator.trainable_weights))
         for variable, value in zip(self.d_statistics, d_state):
             variable.assign(value)  # D's batch-norm statistics stay as the D updates left them
 
+        g = global_mean(g)
         row = self.iteration % self.steps_per_epoch
-        self.loss_history[row].assign(tf.stack([d1, d2, g]))
+        self.loss_history.assign(
+            tf.tensor_scatter_nd_update(self.loss_history, [[row]], [tf.stack([d1, d2, g])])
+        )
         self.iteration.assign_add(1)
         values = {
             "d1": d1,
@@ -152,4 +204,9 @@ class DCGAN(keras.Model):
         }
         for name, value in values.items():
             self.trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        results = {name: tracker.result() for name, tracker in self.trackers.items()}
+        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            # Keras 3 reduces a multi-worker step's outputs along axis 0, which scalars lack
+            # (tensorflow/tensorflow#72388): give them one
+            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results

@@ -38,7 +38,7 @@ def build_discriminator(params: ModelParams, seed: int) -> keras.Model:
             x
         )  # (B, 32 / 2^i, 32 / 2^i, filters)
         if params.d_batch_norm:
-            x = layers.BatchNormalization()(x)
+            x = layers.BatchNormalization(synchronized=True)(x)
         x = layers.LeakyReLU(negative_slope=params.leaky_slope)(x)
     x = layers.Flatten()(x)  # (B, 4 * 4 * 256)
     x = layers.Dropout(params.d_dropout, seed=seed)(x)
@@ -56,7 +56,7 @@ def build_generator(params: ModelParams, latent_dim: int, seed: int) -> keras.Mo
     inputs = keras.Input((latent_dim,))
     x = layers.Dense(side * side * params.g_seed_filters, kernel_initializer=init(0))(inputs)
     if params.g_batch_norm:
-        x = layers.BatchNormalization()(x)
+        x = layers.BatchNormalization(synchronized=True)(x)
     x = layers.LeakyReLU(negative_slope=params.leaky_slope)(x)
     x = layers.Reshape((side, side, params.g_seed_filters))(x)  # (B, 4, 4, 256)
     for i, filters in enumerate(params.g_filters, start=1):
@@ -68,7 +68,7 @@ def build_generator(params: ModelParams, latent_dim: int, seed: int) -> keras.Mo
             x = layers.UpSampling2D(2)(x)
             x = layers.Conv2D(filters, params.g_kernel, padding="same", kernel_initializer=init(i))(x)
         if params.g_batch_norm:  # (B, 4 * 2^i, 4 * 2^i, filters)
-            x = layers.BatchNormalization()(x)
+            x = layers.BatchNormalization(synchronized=True)(x)
         x = layers.LeakyReLU(negative_slope=params.leaky_slope)(x)
     outputs = layers.Conv2D(
         3,

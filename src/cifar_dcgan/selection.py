@@ -5,8 +5,9 @@
 Reads only what DVC tracks (`snapshots.csv`, the snapshot files and their probe grids), so
 DVC knows when the choice must be redone. Rules:
 - `select_generator.epoch: N`: the snapshot of epoch N (a cherry-pick made in the MLflow UI);
-- otherwise `select_generator.criterion`: `last` (the final snapshot), or `acc_real`
-  (D's accuracy on real images closest to `target_acc_real`: D neither fooled nor sure).
+- otherwise `select_generator.criterion`: `fcd` or `kid` (the lowest: the snapshot whose
+  images are statistically closest to real ones, see evaluator.py), `last` (the final
+  snapshot), or `acc_real` (D's accuracy on real images closest to `target_acc_real`).
 Snapshots flagged by failure detection (NaN losses, a discriminator that has won) are never chosen.
 """
 
@@ -72,6 +73,16 @@ def choose(rows: list[dict], params: SelectParams) -> tuple[dict, str]:
         )
     if params.criterion == "last":
         return usable[-1], "criterion last: the final usable snapshot"
+    if params.criterion in ("fcd", "kid"):
+        key = params.criterion
+        if any(key not in row for row in usable):
+            raise PipelineError(
+                f"select_generator.criterion = {key}, but the snapshots have no '{key}' column: they "
+                "were not scored by the evaluator. Run `dvc repro` (train-evaluator, then train-gan) "
+                "or choose criterion last | acc_real"
+            )
+        row = min(usable, key=lambda r: (r[key], -r["epoch"]))
+        return row, f"criterion {key}: the lowest {key.upper()} ({row[key]:.4g}) of {len(usable)} snapshots"
     row = min(usable, key=lambda r: (abs(r["acc_real"] - params.target_acc_real), -r["epoch"]))
     return row, (
         f"criterion acc_real: D accuracy on real images closest to {params.target_acc_real} "
@@ -83,7 +94,7 @@ def contact_sheet(rows: list[dict], chosen: int, grids_dir: Path, path: Path) ->
     """Every snapshot's probe grid side by side with its metrics; the chosen one framed."""
     columns = min(len(rows), 5)
     n_rows = -(-len(rows) // columns)
-    figure, axes = plt.subplots(n_rows, columns, figsize=(3.2 * columns, 3.9 * n_rows + 0.4), squeeze=False)
+    figure, axes = plt.subplots(n_rows, columns, figsize=(3.2 * columns, 4.1 * n_rows + 0.4), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, row in zip(axes.flat, rows):
@@ -91,8 +102,9 @@ def contact_sheet(rows: list[dict], chosen: int, grids_dir: Path, path: Path) ->
         if grid_path.is_file():
             ax.imshow(matplotlib.image.imread(grid_path))
         is_chosen = row["epoch"] == chosen
+        quality = f"FCD {row['fcd']:.2f}  KID {row['kid']:.4f}\n" if "fcd" in row else ""
         ax.set_title(
-            f"{'CHOSEN: ' if is_chosen else ''}epoch {row['epoch']}\n"
+            f"{'CHOSEN: ' if is_chosen else ''}epoch {row['epoch']}\n{quality}"
             f"acc real {row['acc_real']:.2f} / fake {row['acc_fake']:.2f}\n"
             f"d1 {row['d1']:.2f} d2 {row['d2']:.2f} g {row['g']:.2f}",
             fontsize=9,
@@ -106,7 +118,8 @@ def contact_sheet(rows: list[dict], chosen: int, grids_dir: Path, path: Path) ->
             for spine in ax.spines.values():
                 spine.set(color="crimson", linewidth=4)
     figure.suptitle(
-        "Snapshots: 7x7 samples from the same fixed latent points, with D's accuracy and mean losses"
+        "Snapshots: 7x7 samples from the same fixed latent points, with image quality\n"
+        "(FCD, KID: lower is better), D's accuracy and mean losses"
     )
     figure.tight_layout(pad=1.2)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -133,6 +146,8 @@ def select_generator(
     selection = {
         "epoch": chosen["epoch"],
         "rule": reason,
+        **{f"chosen_{k}": chosen[k] for k in ("fcd", "kid") if k in chosen},
+        **{f"last_{k}": rows[-1][k] for k in ("epoch", "fcd", "kid") if k in rows[-1]},
         "snapshot": str(chosen["path"]),
         "training_run_id": training_run_id,
         "candidates": [{k: (str(v) if isinstance(v, Path) else v) for k, v in row.items()} for row in rows],

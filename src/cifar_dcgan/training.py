@@ -3,9 +3,11 @@
     python stages/train_gan.py   (what `dvc repro train-gan` runs)
 
 Outputs: `epoch_NNN.keras` generator snapshots; in the reports folder `losses.csv`
-(d1/d2/g per iteration), `snapshots.csv` (one row per snapshot), `metrics.json` (final
-numbers for `dvc exp show`), `grids/epoch_NNN.png` (7x7 samples from fixed probe latent
-points), `losses.png` / `accuracy.png` and `run.json` (the tracking run, for selection).
+(d1/d2/g per iteration), `snapshots.csv` (one row per snapshot: D's accuracy, mean losses
+and, given an evaluator, FCD / KID / class score / class entropy / diversity),
+`metrics.json` (final and best numbers for `dvc exp show`), `grids/epoch_NNN.png` (7x7
+samples from fixed probe latent points), `losses.png` / `accuracy.png` / `quality.png` and
+`run.json` (the tracking run, for selection).
 """
 
 import csv
@@ -23,13 +25,14 @@ from cifar_dcgan import checkpoint as checkpoint_lib
 from cifar_dcgan.checkpoint import Checkpoint
 from cifar_dcgan.config import ModelParams, TrainGanParams
 from cifar_dcgan.errors import PipelineError, TrainingInterrupted
+from cifar_dcgan.evaluator import QUALITY, Evaluator
 from cifar_dcgan.gan import DCGAN
 from cifar_dcgan.images import save_grid, save_line_plot
 from cifar_dcgan.models import adam, build_discriminator, build_generator, dtype_policy
 from cifar_dcgan.tracking import Tracker
 
 LOSSES = ("d1", "d2", "g")
-SNAPSHOT_COLUMNS = ("epoch", "iteration", "acc_real", "acc_fake", "d1", "d2", "g", "flag")
+SNAPSHOT_COLUMNS = ("epoch", "iteration", "acc_real", "acc_fake", "d1", "d2", "g", *QUALITY, "flag")
 PROBE_IMAGES = 49  # a 7x7 grid
 
 
@@ -49,6 +52,29 @@ def detect_failure(history: np.ndarray, window: int, d_loss: float) -> str | Non
     if last[:, 0].mean() < d_loss and last[:, 1].mean() < d_loss:
         return "d_wins"
     return None
+
+
+def make_strategy(distribute: str) -> tf.distribute.Strategy:
+    """`none`: the default (one device); `mirrored`: every local GPU, or every logical CPU
+    device when there is no GPU; `multi_worker`: the cluster described by TF_CONFIG. Create
+    it before any other TensorFlow work (multi_worker must be created at program start)."""
+    if distribute == "mirrored":
+        devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+        return tf.distribute.MirroredStrategy([d.name for d in devices])
+    if distribute == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes files and tracks: always, except on the workers of a
+    multi-worker cluster other than the chief (or worker 0 when there is no chief)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not resolver.cluster_spec().as_dict():
+        return True
+    if "chief" in resolver.cluster_spec().as_dict():
+        return resolver.task_type == "chief"
+    return resolver.task_type == "worker" and resolver.task_id == 0
 
 
 def real_index_batches(n: int, half_batch: int, sampling: str, seed: int) -> tf.data.Dataset:
@@ -72,14 +98,27 @@ class SnapshotCallback(keras.callbacks.Callback):
         snapshots_dir: Path,
         reports_dir: Path,
         tracker: Tracker,
+        evaluator: Evaluator | None = None,
     ):
         super().__init__()
         self.real_images, self.config = real_images, params  # (Keras owns self.params)
         self.snapshots_dir, self.reports_dir, self.tracker = snapshots_dir, reports_dir, tracker
+        self.evaluator = evaluator
+        self.columns = (
+            SNAPSHOT_COLUMNS if evaluator else tuple(c for c in SNAPSHOT_COLUMNS if c not in QUALITY)
+        )
         self.eval_rng = np.random.default_rng(params.seed + 1)
         self.probe = latent_points(
             np.random.default_rng(params.seed), PROBE_IMAGES, params.latent_dim, params.latent_distribution
         )
+        # the same latent points judge every snapshot, so epochs differ by the generator only
+        self.quality_latents = latent_points(
+            np.random.default_rng(params.seed + 2),
+            params.fcd_samples,
+            params.latent_dim,
+            params.latent_distribution,
+        )
+        self.fcd_floor: float | None = None  # FCD of as many real training images: the best reachable
         self.losses: list[np.ndarray] = []  # (iterations, 3) blocks of finished epochs
         self.epochs_done = 0
         self.rows: list[dict] = []
@@ -91,6 +130,17 @@ class SnapshotCallback(keras.callbacks.Callback):
         self.restarts = 0
         self.restart_requested = False
         self.stopped_by: str | None = None
+
+    def judge_real_images(self) -> None:
+        """The FCD floor: real training images scored like a snapshot's generated ones."""
+        if self.evaluator is None:
+            return
+        rng = np.random.default_rng(self.config.seed + 3)
+        n = min(self.config.fcd_samples, len(self.real_images))
+        real = self.real_images[np.sort(rng.choice(len(self.real_images), n, replace=False))]
+        self.fcd_floor = self.evaluator.quality(real, seed=self.config.seed)["fcd"]
+        self.tracker.log_metrics({"fcd_real_images": self.fcd_floor}, step=0)
+        print(f"FCD of {n} real training images (the floor): {self.fcd_floor:.3f}", flush=True)
 
     def restore(self, checkpoint: Checkpoint) -> None:
         """Continue where `checkpoint` left off, re-drawing the grids of earlier snapshots."""
@@ -105,7 +155,7 @@ class SnapshotCallback(keras.callbacks.Callback):
                 self.reports_dir / "grids" / f"epoch_{row['epoch']:03d}.png",
             )
         if self.rows:
-            self._write_csv(self.reports_dir / "snapshots.csv", SNAPSHOT_COLUMNS, self.rows)
+            self._write_csv(self.reports_dir / "snapshots.csv", self.columns, self.rows)
 
     def capture(self) -> Checkpoint:
         return Checkpoint(
@@ -199,14 +249,15 @@ class SnapshotCallback(keras.callbacks.Callback):
             self.reports_dir / "grids" / f"epoch_{epoch:03d}.png",
         )
         gan.generator.save(self.snapshots_dir / f"epoch_{epoch:03d}.keras")
+        if self.evaluator:
+            images = gan.generator.predict(self.quality_latents, batch_size=500, verbose=0)
+            acc |= self.evaluator.quality(images, seed=self.config.seed)
         self.rows.append({"epoch": epoch, "iteration": iteration, **acc, **means, "flag": flag})
-        self._write_csv(self.reports_dir / "snapshots.csv", SNAPSHOT_COLUMNS, self.rows)
+        self._write_csv(self.reports_dir / "snapshots.csv", self.columns, self.rows)
         self.tracker.log_metrics(acc, step=epoch)
         self.tracker.log_image(grid, key="generated", step=epoch)
-        print(
-            f"snapshot epoch {epoch}: acc_real {acc['acc_real']:.3f}, acc_fake {acc['acc_fake']:.3f}",
-            flush=True,
-        )
+        scores = ", ".join(f"{k} {v:.4g}" for k, v in acc.items())
+        print(f"snapshot epoch {epoch}: {scores}", flush=True)
 
     def on_train_end(self, logs=None):
         if self.interrupted or self.epochs_done < self.config.epochs:
@@ -240,13 +291,29 @@ class SnapshotCallback(keras.callbacks.Callback):
         final = {
             "epochs": last["epoch"],
             "iterations": last["iteration"],
-            **{k: last[k] for k in SNAPSHOT_COLUMNS[2:-1]},
+            **{k: last[k] for k in self.columns[2:-1]},
             "failures": len(self.events),
             "restarts": self.restarts,
         }
+        reports = ["losses.png", "accuracy.png", "snapshots.csv", "metrics.json"]
+        if self.evaluator:
+            best = min(self.rows, key=lambda row: (row["fcd"], -row["epoch"]))
+            final |= {"best_fcd": best["fcd"], "best_fcd_epoch": best["epoch"], "fcd_floor": self.fcd_floor}
+            save_line_plot(
+                self.reports_dir / "quality.png",
+                epochs,
+                {
+                    "FCD of generated images": [row["fcd"] for row in self.rows],
+                    "FCD of real images": [self.fcd_floor] * len(epochs),
+                },
+                "epoch",
+                "FCD (lower is better)",
+                f"FCD at each snapshot ({self.config.fcd_samples} images vs. the real test split)",
+            )
+            reports.append("quality.png")
         (self.reports_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
         (self.reports_dir / "run.json").write_text(json.dumps({"run_id": self.tracker.run_id}) + "\n")
-        for name in ("losses.png", "accuracy.png", "snapshots.csv", "metrics.json"):
+        for name in reports:
             self.tracker.log_artifact(self.reports_dir / name, "reports")
 
     @staticmethod
@@ -268,31 +335,50 @@ def train_gan(
     tracker: Tracker,
     checkpoint_dir: Path | None = None,
     resume: Checkpoint | None = None,
+    evaluator: Evaluator | None = None,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> DCGAN:
     """Train (from `resume` if given); returns the trained DCGAN (files are written on the way).
-    SIGINT/SIGTERM finish the current iteration, save a checkpoint and raise TrainingInterrupted."""
+    SIGINT/SIGTERM finish the current iteration, save a checkpoint and raise TrainingInterrupted.
+    Under `strategy` (default: `make_strategy(params.distribute)`) every replica gets an
+    equal share of each half-batch."""
+    strategy = strategy or make_strategy(params.distribute)
     steps = len(real_images) // params.batch_size
     if steps < 1:
         raise PipelineError(
             f"train_gan.batch_size = {params.batch_size} is larger than the "
             f"{len(real_images)} training images; lower it or raise prepare.limit"
         )
+    replicas = strategy.num_replicas_in_sync
+    if (params.batch_size // 2) % replicas:
+        raise PipelineError(
+            f"train_gan.batch_size = {params.batch_size}: half of it must divide evenly among the "
+            f"{replicas} replicas of train_gan.distribute = {params.distribute}; "
+            f"use a multiple of {2 * replicas}"
+        )
     for folder in (reports_dir,) if resume else (snapshots_dir, reports_dir):
         shutil.rmtree(folder, ignore_errors=True)
     for folder in (snapshots_dir, reports_dir / "grids"):
         folder.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(params.seed)
-    with dtype_policy(params.precision):
-        discriminator = build_discriminator(model, params.seed)
-        generator = build_generator(model, params.latent_dim, params.seed)
-    gan = DCGAN(discriminator, generator, tf.constant(real_images), params, steps)
-    gan.compile(
-        adam(params.d_learning_rate, params.beta1, params.precision),
-        adam(params.g_learning_rate, params.beta1, params.precision),
-    )
-    callback = SnapshotCallback(real_images, params, snapshots_dir, reports_dir, tracker)
+    with strategy.scope():
+        with dtype_policy(params.precision):
+            discriminator = build_discriminator(model, params.seed)
+            generator = build_generator(model, params.latent_dim, params.seed)
+        gan = DCGAN(discriminator, generator, tf.constant(real_images), params, steps)
+        gan.compile(
+            adam(params.d_learning_rate, params.beta1, params.precision),
+            adam(params.g_learning_rate, params.beta1, params.precision),
+        )
+        gan.state_variables()  # builds both optimizers under the strategy
+    if replicas > 1:
+        print(f"training on {replicas} replicas ({params.distribute})", flush=True)
+    callback = SnapshotCallback(real_images, params, snapshots_dir, reports_dir, tracker, evaluator)
     callback.checkpoint_dir = checkpoint_dir
-    callback.fingerprint = checkpoint_lib.fingerprint(model, params, real_images)
+    callback.fingerprint = checkpoint_lib.fingerprint(
+        model, params, real_images, evaluator.digest if evaluator else ""
+    )
+    callback.judge_real_images()
     callback.set_model(gan)
     if resume:
         for variable, value in zip(gan.state_variables(), resume.values, strict=True):

@@ -1,0 +1,285 @@
+"""An offline judge of image quality: a CIFAR-10 classifier, its features of real test
+images, and the metrics that compare generated images with them.
+
+    python stages/train_evaluator.py   (what `dvc repro train-evaluator` runs)
+
+- `fcd`: the Frechet distance between Gaussians fitted to the classifier's penultimate
+  features of generated images and of the real test split (FID's formula on this
+  classifier instead of InceptionV3; the numbers are NOT comparable with published FID).
+  Lower is better; a perfect generator reaches the `fcd_floor` of real training images.
+- `kid`: the unbiased squared MMD with the cubic polynomial kernel on the same features,
+  averaged over random subsets (KID's estimator). Unbiased, so it can go slightly below 0.
+- `class_score`: exp(mean KL(p(y|x) || p(y))), the Inception Score's formula with this
+  classifier: high when each image is clearly one class and all classes appear (max 10).
+- `class_entropy`: entropy in bits of the histogram of predicted classes (log2(10) = 3.32
+  when every class is equally common; near 0 when the generator has collapsed to one mode).
+- `diversity`: mean pairwise feature distance of generated images over that of real test
+  images (1.0: as varied as real images; near 0: the same image over and over).
+"""
+
+import dataclasses
+import hashlib
+import json
+import math
+from pathlib import Path
+
+import keras
+import numpy as np
+from keras import layers
+
+from cifar_dcgan.config import EvaluatorParams
+from cifar_dcgan.errors import PipelineError
+from cifar_dcgan.models import IMAGE_SHAPE, dtype_policy
+from cifar_dcgan.tracking import Tracker
+
+CLASSES = 10
+CLASSIFIER_FILE = "classifier.keras"
+STATS_FILE = "real_stats.npz"
+QUALITY = ("fcd", "kid", "class_score", "class_entropy", "diversity")
+KID_SUBSETS, KID_SUBSET_SIZE = 50, 1000  # as in KID's reference code (Binkowski et al., 2018)
+DIVERSITY_SAMPLES = 1000  # images whose pairwise feature distances are averaged
+
+
+def build_classifier(params: EvaluatorParams, seed: int) -> keras.Model:
+    """(B, 32, 32, 3) images in [-1, 1] -> (B, 10) class probabilities. A VGG-style net:
+    per entry of `filters` two 3x3 conv + batch norm + ReLU and a 2x2 max-pool; then global
+    average pooling, the `features` layer (what FCD compares), dropout and softmax."""
+    inputs = keras.Input(IMAGE_SHAPE)
+    x = inputs
+    if params.augment:  # active in fit() only; identity when judging images
+        x = layers.RandomFlip("horizontal", seed=seed)(x)
+        x = layers.RandomTranslation(0.125, 0.125, fill_mode="reflect", seed=seed + 1)(x)
+    for i, filters in enumerate(params.filters):
+        for j in range(2):
+            x = layers.Conv2D(
+                filters,
+                3,
+                padding="same",
+                use_bias=False,
+                kernel_initializer=keras.initializers.HeNormal(seed=seed + 10 * i + j),
+            )(x)  # (B, 32 / 2^i, 32 / 2^i, filters)
+            x = layers.BatchNormalization()(x)
+            x = layers.ReLU()(x)
+        x = layers.MaxPooling2D()(x)
+    x = layers.GlobalAveragePooling2D()(x)  # (B, filters[-1])
+    x = layers.Dense(params.features, activation="relu", name="features")(x)  # (B, features)
+    x = layers.Dropout(params.dropout, seed=seed)(x)
+    outputs = layers.Dense(CLASSES, activation="softmax", dtype="float32", name="classes")(x)
+    return keras.Model(inputs, outputs, name="evaluator")
+
+
+class EpochMetrics(keras.callbacks.Callback):
+    """Sends fit()'s per-epoch logs (loss, accuracy, val_...) to the tracker."""
+
+    def __init__(self, tracker: Tracker):
+        super().__init__()
+        self.tracker = tracker
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.tracker.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch + 1)
+
+
+def train_classifier(
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    params: EvaluatorParams,
+    tracker: Tracker,
+    verbose: int = 2,
+) -> tuple[keras.Model, dict[str, list[float]]]:
+    """Fit on (images, labels) of the training split, watching the test split each epoch
+    (nothing is chosen by it). Returns a float32 copy of the model and fit()'s history."""
+    keras.utils.set_random_seed(params.seed)
+    steps = math.ceil(len(train[0]) / params.batch_size)
+    with dtype_policy(params.precision):
+        model = build_classifier(params, params.seed)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(
+            keras.optimizers.schedules.CosineDecay(params.learning_rate, params.epochs * steps),
+            weight_decay=params.weight_decay,
+        ),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+    )
+    history = model.fit(
+        *train,
+        batch_size=params.batch_size,
+        epochs=params.epochs,
+        validation_data=test,
+        callbacks=[EpochMetrics(tracker)],
+        verbose=verbose,
+    )
+    with dtype_policy("float32"):  # judge in float32, whatever precision trained it
+        judge = build_classifier(params, params.seed)
+    judge.set_weights(model.get_weights())
+    return judge, {k: [float(v) for v in values] for k, values in history.history.items()}
+
+
+def extractor(classifier: keras.Model) -> keras.Model:
+    """The classifier with two outputs: (features (B, F), class probabilities (B, 10))."""
+    return keras.Model(classifier.inputs, [classifier.get_layer("features").output, classifier.output])
+
+
+def embed(extractor_model: keras.Model, images: np.ndarray, batch_size: int = 500):
+    """(features (n, F) float64, probabilities (n, 10) float64) of images in [-1, 1]."""
+    features, probabilities = extractor_model.predict(
+        np.asarray(images, np.float32), batch_size=batch_size, verbose=0
+    )
+    return features.astype(np.float64), probabilities.astype(np.float64)
+
+
+@dataclasses.dataclass
+class RealStats:
+    """What generated images are compared with: the real test split's features."""
+
+    mean: np.ndarray  # (F,)
+    cov: np.ndarray  # (F, F)
+    features: np.ndarray  # (n, F), for KID
+    spread: float  # mean pairwise feature distance, the unit of `diversity`
+
+    @classmethod
+    def of(cls, features: np.ndarray, rng: np.random.Generator) -> "RealStats":
+        return cls(
+            features.mean(axis=0), np.cov(features, rowvar=False), features, _mean_distance(features, rng)
+        )
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as file:
+            np.savez(file, **{k: np.asarray(v) for k, v in dataclasses.asdict(self).items()})
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> "RealStats":
+        with np.load(path, allow_pickle=False) as data:
+            return cls(data["mean"], data["cov"], data["features"], float(data["spread"]))
+
+
+def frechet_distance(mean1, cov1, mean2, cov2) -> float:
+    """||m1 - m2||^2 + Tr(C1 + C2 - 2 (C1 C2)^(1/2)). Tr((C1 C2)^(1/2)) is the sum of the
+    square roots of the eigenvalues of C1^(1/2) C2 C1^(1/2), a symmetric PSD matrix, which
+    is stabler than a general matrix square root."""
+    values, vectors = np.linalg.eigh(cov1)
+    root1 = (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
+    middle = root1 @ cov2 @ root1
+    trace_root = np.sqrt(np.clip(np.linalg.eigvalsh((middle + middle.T) / 2), 0, None)).sum()
+    diff = mean1 - mean2
+    return float(diff @ diff + np.trace(cov1) + np.trace(cov2) - 2 * trace_root)
+
+
+def kernel_distance(x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> float:
+    """KID: unbiased MMD^2 with k(a, b) = (a.b / F + 1)^3, the mean over random subsets."""
+    m = min(KID_SUBSET_SIZE, len(x), len(y))
+    dim = x.shape[1]
+    estimates = []
+    for _ in range(KID_SUBSETS):
+        a = x[rng.choice(len(x), m, replace=False)]
+        b = y[rng.choice(len(y), m, replace=False)]
+        kaa, kbb, kab = ((p @ q.T / dim + 1) ** 3 for p, q in ((a, a), (b, b), (a, b)))
+        within = (kaa.sum() - np.trace(kaa) + kbb.sum() - np.trace(kbb)) / (m * (m - 1))
+        estimates.append(within - 2 * kab.mean())
+    return float(np.mean(estimates))
+
+
+def classifier_score(probabilities: np.ndarray) -> float:
+    """exp(E_x KL(p(y|x) || p(y))): the Inception Score's formula on this classifier."""
+    p = np.clip(probabilities, 1e-12, 1)
+    marginal = p.mean(axis=0, keepdims=True)
+    return float(np.exp(np.mean(np.sum(p * (np.log(p) - np.log(marginal)), axis=1))))
+
+
+def class_entropy(probabilities: np.ndarray) -> float:
+    """Entropy in bits of the predicted-class histogram: log2(10) balanced, 0 one class."""
+    counts = np.bincount(probabilities.argmax(axis=1), minlength=probabilities.shape[1])
+    share = counts[counts > 0] / counts.sum()
+    return float(-(share * np.log2(share)).sum())
+
+
+def _mean_distance(features: np.ndarray, rng: np.random.Generator) -> float:
+    sample = features[rng.choice(len(features), min(DIVERSITY_SAMPLES, len(features)), replace=False)]
+    squared = (sample**2).sum(axis=1)
+    distances = np.sqrt(np.clip(squared[:, None] + squared[None, :] - 2 * sample @ sample.T, 0, None))
+    n = len(sample)
+    return float(distances.sum() / (n * (n - 1)))
+
+
+def quality(
+    extractor_model: keras.Model, stats: RealStats, images: np.ndarray, seed: int
+) -> dict[str, float]:
+    """Every metric of the module docstring for `images` (n, 32, 32, 3) in [-1, 1].
+    `seed` fixes KID's subsets and the diversity sample, so equal images score equally."""
+    features, probabilities = embed(extractor_model, images)
+    rng = np.random.default_rng(seed)
+    return {
+        "fcd": frechet_distance(features.mean(axis=0), np.cov(features, rowvar=False), stats.mean, stats.cov),
+        "kid": kernel_distance(features, stats.features, rng),
+        "class_score": classifier_score(probabilities),
+        "class_entropy": class_entropy(probabilities),
+        "diversity": _mean_distance(features, rng) / stats.spread,
+    }
+
+
+@dataclasses.dataclass
+class Evaluator:
+    """The trained classifier's extractor and the real statistics, loaded once."""
+
+    extractor: keras.Model
+    stats: RealStats
+    digest: str = ""  # of the real statistics: a checkpoint judged by another evaluator is not resumed
+
+    @classmethod
+    def load(cls, folder: Path) -> "Evaluator":
+        try:
+            classifier = keras.models.load_model(folder / CLASSIFIER_FILE)
+            stats = RealStats.load(folder / STATS_FILE)
+            digest = hashlib.sha256((folder / STATS_FILE).read_bytes()).hexdigest()
+        except (OSError, ValueError, KeyError) as error:
+            raise PipelineError(
+                f"cannot load the evaluator from {folder} ({error}); run `dvc repro train-evaluator`"
+            ) from None
+        return cls(extractor(classifier), stats, digest)
+
+    def quality(self, images: np.ndarray, seed: int) -> dict[str, float]:
+        return quality(self.extractor, self.stats, images, seed)
+
+
+def write_outputs(
+    classifier: keras.Model,
+    history: dict[str, list[float]],
+    train: tuple[np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray],
+    seed: int,
+    out_dir: Path,
+    reports_dir: Path,
+    extra: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """classifier.keras and real_stats.npz (test-split features) into `out_dir`; in
+    `reports_dir` metrics.json (test accuracy and the scores of real images, the best a
+    generator can reach) and history.csv. Returns the metrics."""
+    judge = extractor(classifier)
+    features, probabilities = embed(judge, test[0])
+    rng = np.random.default_rng(seed)
+    stats = RealStats.of(features, rng)
+    n = min(len(train[0]), len(test[0]))
+    reference = quality(judge, stats, train[0][np.sort(rng.choice(len(train[0]), n, replace=False))], seed)
+    metrics = {
+        "test_accuracy": float(np.mean(probabilities.argmax(axis=1) == test[1])),
+        **{f"real_{k}": v for k, v in reference.items()},
+        "real_samples": n,
+        "epochs": len(history.get("loss", [])),
+        **(extra or {}),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp_model = out_dir / f".{CLASSIFIER_FILE}"
+    classifier.save(tmp_model.with_suffix(".tmp.keras"))
+    tmp_model.with_suffix(".tmp.keras").replace(out_dir / CLASSIFIER_FILE)
+    stats.save(out_dir / STATS_FILE)
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    (reports_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    keys = list(history)
+    lines = ["epoch," + ",".join(keys)]
+    lines += [
+        f"{epoch}," + ",".join(f"{history[k][epoch - 1]:.6f}" for k in keys)
+        for epoch in range(1, len(history.get("loss", [])) + 1)
+    ]
+    (reports_dir / "history.csv").write_text("\n".join(lines) + "\n")
+    return metrics

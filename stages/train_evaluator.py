@@ -1,0 +1,58 @@
+"""Stage `train-evaluator`: train the CIFAR-10 classifier that judges generated images, and
+cache the real test split's feature statistics. Depends only on `prepare`'s outputs and the
+`train_evaluator` params, so GAN experiments never retrain it.
+
+python stages/train_evaluator.py --data data/prepared --out models/evaluator \
+    --reports reports/train_evaluator
+"""
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from cifar_dcgan import evaluator
+from cifar_dcgan.config import flatten, load_params
+from cifar_dcgan.errors import run_stage
+from cifar_dcgan.tracking import stage_run
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--data", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--reports", type=Path, required=True)
+    args = parser.parse_args()
+    params = load_params(args.params, "tracking", "train_evaluator")
+    p = params["train_evaluator"]
+    train, test = (
+        (np.load(args.data / f"{split}_images.npy"), np.load(args.data / f"{split}_labels.npy"))
+        for split in ("train", "test")
+    )
+    with stage_run(
+        "train-evaluator", params["tracking"].experiment, flatten({"train_evaluator": p})
+    ) as tracker:
+        start, cpu_start = time.monotonic(), time.process_time()
+        classifier, history = evaluator.train_classifier(
+            train, test, p, tracker, verbose=1 if sys.stdout.isatty() else 2
+        )
+        timing = {
+            "train_minutes": (time.monotonic() - start) / 60,
+            "cpu_minutes": (time.process_time() - cpu_start) / 60,
+        }
+        metrics = evaluator.write_outputs(
+            classifier, history, train, test, p.seed, args.out, args.reports, timing
+        )
+        tracker.log_metrics(metrics, step=p.epochs)
+        tracker.log_artifact(args.reports / "history.csv", "reports")
+    print(
+        f"evaluator: test accuracy {metrics['test_accuracy']:.4f} after {p.epochs} epochs "
+        f"({metrics['train_minutes']:.1f} min); FCD of real training images {metrics['real_fcd']:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)
