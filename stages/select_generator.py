@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from cifar_dcgan.config import flatten, load_params
 from cifar_dcgan.errors import run_stage
@@ -21,10 +22,11 @@ def main() -> None:
     parser.add_argument("--params", type=Path, default=Path("params.yaml"))
     parser.add_argument("--snapshots", type=Path, required=True)
     parser.add_argument("--training", type=Path, required=True, help="train-gan's reports folder")
+    parser.add_argument("--data", type=Path, required=True, help="prepare's output (test images for FID)")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--reports", type=Path, required=True)
     args = parser.parse_args()
-    params = load_params(args.params, "tracking", "select_generator")
+    params = load_params(args.params, "tracking", "select_generator", "train_gan")
     p = params["select_generator"]
     training_run_id = json.loads((args.training / "run.json").read_text())["run_id"]
     tags = (
@@ -41,8 +43,14 @@ def main() -> None:
             p,
             args.out,
             args.reports,
+            np.load(args.data / "test_images.npy", mmap_mode="r"),
+            params["train_gan"].latent_distribution,
         )
-        quality = {k: v for k, v in selection.items() if k in ("chosen_fcd", "chosen_kid")}
+        quality = {
+            k: v for k, v in selection.items() if k in ("chosen_fcd", "chosen_kid", "fid") and v is not None
+        }
+        if selection.get("fid_note") and selection.get("fid") is None:
+            tracker.set_tags({"fid_skipped": selection["fid_note"]})
         tracker.log_metrics({"selected_epoch": selection["epoch"], **quality}, step=0)
         tracker.log_artifact(args.reports / "selection.json")
         tracker.log_artifact(args.reports / "contact_sheet.png")

@@ -190,6 +190,7 @@ def tiny_pipeline(root: Path, archive_path: Path, md5: str, limit: int | None = 
         train_discriminator_sanity={"batch_size": 32},
         train_evaluator=TINY_EVALUATOR,
         train_gan=tiny_training(**train_gan),
+        select_generator={"fid_samples": 0},
     )
 
 

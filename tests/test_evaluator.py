@@ -130,3 +130,25 @@ def test_fcd_and_mode_collapse_signals_on_the_real_mirror(full_mirror, make_para
         assert scores[bad]["class_score"] < scores["real"]["class_score"], (bad, scores)
     assert scores["real"]["class_entropy"] > 3.0 and scores["collapsed"]["class_entropy"] < 1.0
     assert scores["real"]["diversity"] > 0.9 and scores["collapsed"]["diversity"] < 0.1
+
+
+@pytest.mark.slow
+def test_true_fid_on_inception_features_ranks_noise_last():
+    """The InceptionV3 path itself, with random weights (no download needed)."""
+    rng = np.random.default_rng(6)
+    real = synthetic_images(96, seed=7).astype(np.float32) / 127.5 - 1.0
+    noise = rng.uniform(-1, 1, (48, 32, 32, 3)).astype(np.float32)
+    same, note = evaluator.inception_fid(real[:48], real[48:], weights=None)
+    different, _ = evaluator.inception_fid(noise, real[48:], weights=None)
+    assert 0 <= same < different
+    assert note.startswith("true FID (InceptionV3, ImageNet weights) on 48 generated vs. 48 real")
+
+
+def test_true_fid_says_in_one_line_why_it_was_skipped_or_gives_a_number():
+    images = synthetic_images(8, seed=8).astype(np.float32) / 127.5 - 1.0
+    fid, note = evaluator.inception_fid(images, images)
+    if fid is None:  # offline, and the weights are not in ~/.keras/models
+        assert note.startswith("true FID skipped: the InceptionV3 ImageNet weights could not be loaded (")
+        assert "\n" not in note and "~/.keras/models" in note
+    else:
+        assert np.isfinite(fid) and note.startswith("true FID")

@@ -102,6 +102,12 @@ def test_pipeline_gate_training_tracking_and_an_experiment(project, archive, htt
     selection = json.loads((project / "reports" / "select_generator" / "selection.json").read_text())
     assert selection["epoch"] == best and selection["training_run_id"] == run_id
     assert selection["rule"].startswith("criterion fcd: the lowest FCD")
+    select_run = stages["select-generator"][-1]
+    if selection["fid"] is None:  # offline: said in one line, in the report and on the run
+        assert selection["fid_note"].startswith("true FID skipped: the InceptionV3 ImageNet weights")
+        assert select_run.data.tags["fid_skipped"] == selection["fid_note"]
+    else:
+        assert select_run.data.metrics["fid"] == selection["fid"]
     champion = client.get_model_version_by_alias("cifar10-dcgan-generator", "champion")
     assert str(champion.version) == "1" and f"epoch {best} " in champion.description
 

@@ -189,6 +189,7 @@ class SelectParams:
     epoch: int | None  # a manual pick; null lets the criterion choose
     criterion: Literal["fcd", "kid", "last", "acc_real"]  # the rule when no epoch is given
     target_acc_real: float  # for criterion acc_real: the D accuracy on real images aimed at
+    fid_samples: int  # true FID (InceptionV3) of the chosen generator on this many images; 0: skip
     model_name: str  # MLflow registered model the chosen generator becomes a version of
     alias: str  # registry alias moved to the new version
 
@@ -204,6 +205,12 @@ class SelectParams:
             "select_generator.target_acc_real",
             self.target_acc_real,
             "0 <= x <= 1",
+        )
+        _check(
+            self.fid_samples == 0 or self.fid_samples >= 2,
+            "select_generator.fid_samples",
+            self.fid_samples,
+            "0 (skip) or an integer >= 2",
         )
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.images import save_grid, to_unit
+from cifar_dcgan.models import latent_points
 
 
 def load_generator(uri: str, allow_unsafe: bool = False):
@@ -72,18 +73,12 @@ def interpolate(a: np.ndarray, b: np.ndarray, steps: int, method: str) -> np.nda
 def latents(args, latent_dim: int) -> np.ndarray:
     """The generator's input, drawn like in training (`train_gan.latent_distribution`)."""
     rng = np.random.default_rng(args.seed)
-
-    def draw(n):
-        if args.distribution == "uniform":
-            return rng.uniform(-1.0, 1.0, (n, latent_dim))
-        return rng.standard_normal((n, latent_dim))
-
     if args.interpolate:
-        a, b = draw(2)
+        a, b = latent_points(rng, 2, latent_dim, args.distribution)
         return interpolate(a, b, args.steps, args.interpolate)
     if args.constant is not None:
         return np.full((args.n, latent_dim), args.constant, dtype=np.float32)
-    return draw(args.n).astype(np.float32)
+    return latent_points(rng, args.n, latent_dim, args.distribution)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -11,6 +11,7 @@ import contextlib
 from pathlib import Path
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
@@ -79,6 +80,14 @@ def build_generator(params: ModelParams, latent_dim: int, seed: int) -> keras.Mo
         kernel_initializer=init(len(params.g_filters) + 1),
     )(x)  # (B, 32, 32, 3)
     return keras.Model(inputs, outputs, name="generator")
+
+
+def latent_points(rng: np.random.Generator, n: int, dim: int, distribution: str) -> np.ndarray:
+    """(n, dim) float32 latent points from numpy (outside the training step's RNG):
+    gaussian N(0, 1) or uniform U(-1, 1), as `train_gan.latent_distribution` says."""
+    if distribution == "uniform":
+        return rng.uniform(-1.0, 1.0, (n, dim)).astype(np.float32)
+    return rng.standard_normal((n, dim)).astype(np.float32)
 
 
 def resolve_precision(precision: str) -> str:

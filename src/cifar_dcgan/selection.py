@@ -17,11 +17,15 @@ import math
 import shutil
 from pathlib import Path
 
+import keras
 import matplotlib.image
+import numpy as np
 
 from cifar_dcgan.config import SelectParams
 from cifar_dcgan.errors import PipelineError
+from cifar_dcgan.evaluator import inception_fid
 from cifar_dcgan.images import plt
+from cifar_dcgan.models import latent_points
 
 
 def read_snapshots(snapshots_csv: Path, snapshots_dir: Path) -> list[dict]:
@@ -127,6 +131,18 @@ def contact_sheet(rows: list[dict], chosen: int, grids_dir: Path, path: Path) ->
     plt.close(figure)
 
 
+def true_fid(
+    generator_path: Path, test_images: np.ndarray, n: int, latent_distribution: str, seed: int = 0
+) -> tuple[float | None, str]:
+    """FID with InceptionV3 of `n` images of the generator vs. `n` real test images."""
+    generator = keras.models.load_model(generator_path)
+    latents = latent_points(np.random.default_rng(seed), n, generator.input_shape[-1], latent_distribution)
+    real = test_images[
+        np.sort(np.random.default_rng(seed).choice(len(test_images), min(n, len(test_images)), replace=False))
+    ]
+    return inception_fid(generator.predict(latents, batch_size=500, verbose=0), real)
+
+
 def select_generator(
     snapshots_csv: Path,
     snapshots_dir: Path,
@@ -135,8 +151,11 @@ def select_generator(
     params: SelectParams,
     out_model: Path,
     reports_dir: Path,
+    test_images: np.ndarray | None = None,
+    latent_distribution: str = "gaussian",
 ) -> dict:
-    """Copy the chosen snapshot to `out_model`; write selection.json and the contact sheet."""
+    """Copy the chosen snapshot to `out_model`; write selection.json and the contact sheet.
+    With `test_images` and `params.fid_samples` > 0, also the chosen generator's true FID."""
     rows = read_snapshots(snapshots_csv, snapshots_dir)
     chosen, reason = choose(rows, params)
     out_model.parent.mkdir(parents=True, exist_ok=True)
@@ -152,6 +171,11 @@ def select_generator(
         "training_run_id": training_run_id,
         "candidates": [{k: (str(v) if isinstance(v, Path) else v) for k, v in row.items()} for row in rows],
     }
+    if params.fid_samples and test_images is not None:
+        selection["fid"], selection["fid_note"] = true_fid(
+            out_model, test_images, params.fid_samples, latent_distribution
+        )
+        print(selection["fid_note"], flush=True)
     reports_dir.mkdir(parents=True, exist_ok=True)
     (reports_dir / "selection.json").write_text(json.dumps(selection, indent=2) + "\n")
     contact_sheet(rows, chosen["epoch"], grids_dir, reports_dir / "contact_sheet.png")

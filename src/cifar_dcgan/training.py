@@ -28,19 +28,12 @@ from cifar_dcgan.errors import PipelineError, TrainingInterrupted
 from cifar_dcgan.evaluator import QUALITY, Evaluator
 from cifar_dcgan.gan import DCGAN
 from cifar_dcgan.images import save_grid, save_line_plot
-from cifar_dcgan.models import adam, build_discriminator, build_generator, dtype_policy
+from cifar_dcgan.models import adam, build_discriminator, build_generator, dtype_policy, latent_points
 from cifar_dcgan.tracking import Tracker
 
 LOSSES = ("d1", "d2", "g")
 SNAPSHOT_COLUMNS = ("epoch", "iteration", "acc_real", "acc_fake", "d1", "d2", "g", *QUALITY, "flag")
 PROBE_IMAGES = 49  # a 7x7 grid
-
-
-def latent_points(rng: np.random.Generator, n: int, dim: int, distribution: str) -> np.ndarray:
-    """(n, dim) float32 latent points drawn from numpy, outside the training RNG."""
-    if distribution == "uniform":
-        return rng.uniform(-1.0, 1.0, (n, dim)).astype(np.float32)
-    return rng.standard_normal((n, dim)).astype(np.float32)
 
 
 def detect_failure(history: np.ndarray, window: int, d_loss: float) -> str | None:
