@@ -11,8 +11,9 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+import yaml
 
-from conftest import REPO, free_port
+from conftest import REPO, free_port, make_project, project_env, run, set_params, tiny_pipeline
 
 # every random draw of the step in use (label noise and flips, smoothing) and batch norm in
 # both networks (synchronized across replicas); no dropout: its masks are per replica
@@ -94,3 +95,44 @@ def test_two_workers_on_loopback_train_like_one_device(tmp_path):
     assert [finish(w) for w in workers] == [{"chief": True, "replicas": 2}, {"chief": False, "replicas": 2}]
     finish(reference)
     assert_same_training(tmp_path / "one", tmp_path / "cluster")
+
+
+@pytest.mark.slow
+def test_the_stage_on_two_workers_writes_and_tracks_once(tmp_path, archive):
+    """`stages/train_gan.py` started on both workers of a cluster: the chief writes the
+    outputs and the one MLflow run; the other worker only computes its share."""
+    from mlflow import MlflowClient
+
+    root = make_project(tmp_path / "project")
+    tiny_pipeline(root, *archive)
+    run(["dvc", "repro", "train-evaluator"], root)
+    set_params(root, train_gan={"distribute": "multi_worker"})
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    command = yaml.safe_load((root / "dvc.yaml").read_text())["stages"]["train-gan"]["cmd"].split()
+    workers = [
+        subprocess.Popen(
+            command,
+            cwd=root,
+            env={
+                **project_env(root),
+                "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], "\n".join(o[-3000:] for o in outputs)
+    assert "training on 2 replicas (multi_worker)" in outputs[0]
+    assert sorted(p.name for p in (root / "models" / "snapshots").iterdir()) == [
+        "epoch_001.keras",
+        "epoch_002.keras",
+    ]
+    assert len((root / "reports" / "train_gan" / "losses.csv").read_text().splitlines()) == 1 + 8
+    client = MlflowClient(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("cifar10-dcgan")
+    (train,) = client.search_runs([experiment.experiment_id], "tags.stage = 'train-gan'")
+    assert train.info.status == "FINISHED" and train.data.params["train_gan.distribute"] == "multi_worker"
+    assert [m.step for m in client.get_metric_history(train.info.run_id, "d1")] == list(range(1, 9))
