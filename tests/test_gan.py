@@ -1,5 +1,7 @@
 """The training step: which network each update changes, the targets, determinism."""
 
+import json
+
 import keras
 import numpy as np
 import pytest
@@ -146,12 +148,12 @@ def failing_run(tmp_path, make_params, policy, **changes):
         **changes,
     }
     params = make_params("train_gan", **tiny_training(**settings))
-    return train_gan(real_images(), model, params, tmp_path / "snap", tmp_path / "rep", NullTracker())
+    return train_gan(
+        real_images(), model, params, tmp_path / "snap", tmp_path / "rep", NullTracker(), tmp_path / "ckpt"
+    )
 
 
 def failures(tmp_path):
-    import json
-
     return json.loads((tmp_path / "rep" / "failures.json").read_text())
 
 
@@ -175,6 +177,12 @@ def test_failure_policy_warn_flags_snapshots_and_goes_on(tmp_path, make_params):
     }
     rows = (tmp_path / "rep" / "snapshots.csv").read_text().splitlines()
     assert len(rows) == 4 and all(row.endswith(",nan") for row in rows[1:])
+    # the failure log is part of the checkpoint, so a resumed run reports it whole
+    from cifar_dcgan import checkpoint
+
+    with np.load(tmp_path / "ckpt" / checkpoint.FILE) as data:
+        meta = json.loads(str(data["meta"]))
+    assert meta["events"] == report["log"] and meta["restarts"] == 0
 
 
 def test_failure_policy_stop_raises_and_keeps_nothing_of_the_failed_epoch(tmp_path, make_params):

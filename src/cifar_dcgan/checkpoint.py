@@ -29,6 +29,8 @@ class Checkpoint:
     losses: np.ndarray  # (epochs_done * steps_per_epoch, 3)
     rows: list[dict]
     eval_rng: dict
+    events: list[dict] = dataclasses.field(default_factory=list)  # detected failures so far
+    restarts: int = 0
 
 
 def fingerprint(
@@ -46,7 +48,10 @@ def fingerprint(
 
 def save(folder: Path, checkpoint: Checkpoint) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {k: getattr(checkpoint, k) for k in ("fingerprint", "run_id", "epochs_done", "rows", "eval_rng")}
+    meta = {
+        k: getattr(checkpoint, k)
+        for k in ("fingerprint", "run_id", "epochs_done", "rows", "eval_rng", "events", "restarts")
+    }
     arrays = {f"v{i}": value for i, value in enumerate(checkpoint.values)}
     tmp = folder / f".{FILE}.tmp"
     with open(tmp, "wb") as file:

@@ -140,6 +140,7 @@ class SnapshotCallback(keras.callbacks.Callback):
         self.losses = [checkpoint.losses]
         self.epochs_done = checkpoint.epochs_done
         self.rows = checkpoint.rows
+        self.events, self.restarts = checkpoint.events, checkpoint.restarts
         self.eval_rng.bit_generator.state = checkpoint.eval_rng
         for row in self.rows:
             generator = keras.models.load_model(self.snapshots_dir / f"epoch_{row['epoch']:03d}.keras")
@@ -159,6 +160,8 @@ class SnapshotCallback(keras.callbacks.Callback):
             losses=np.concatenate(self.losses) if self.losses else np.zeros((0, 3), np.float32),
             rows=list(self.rows),
             eval_rng=self.eval_rng.bit_generator.state,
+            events=list(self.events),
+            restarts=self.restarts,
         )
 
     def save_checkpoint(self) -> None:
