@@ -9,7 +9,9 @@ shared machine hits all of them alike:
   `trainable` toggling that makes the pattern train D in Keras 3 (checked below);
 - step: this project's compiled `DCGAN.train_step` as `fit()` runs it, float32 and bf16;
 - large-matmul fp32/bf16 throughput (the practical peak) and the theoretical peak;
-- MLflow tracking cost per iteration; `prepare` on the full archive; a no-op `dvc repro`.
+- MLflow tracking cost per iteration; scoring one snapshot (FCD, KID, ...) at the default
+  `fcd_samples`; `prepare` on the full archive; a no-op `dvc repro`;
+- the bound the measured peaks put on any step doing the same FLOPs.
 Prints a Markdown table; nothing is asserted.
 """
 
@@ -31,9 +33,10 @@ import numpy as np
 import tensorflow as tf
 import yaml
 
+from cifar_dcgan import evaluator
 from cifar_dcgan.config import load_params
 from cifar_dcgan.gan import DCGAN
-from cifar_dcgan.models import adam, build_discriminator, build_generator, dtype_policy
+from cifar_dcgan.models import adam, build_discriminator, build_generator, dtype_policy, latent_points
 from cifar_dcgan.tracking import MlflowTracker, NullTracker
 
 REPO = Path(__file__).resolve().parents[1]
@@ -175,6 +178,24 @@ def tracking_cost(steps_per_epoch: int = 390, epochs: int = 20, snapshot_every: 
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def snapshot_scoring(model_params, train_params, evaluator_params) -> float:
+    """Seconds to generate `fcd_samples` images and score them with a default-size
+    evaluator (its weights do not change the cost), as train-gan does at each snapshot."""
+    generator = build_generator(model_params, train_params.latent_dim, train_params.seed)
+    judge = evaluator.extractor(evaluator.build_classifier(evaluator_params, 0))
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((10_000, evaluator_params.features))
+    stats = evaluator.RealStats.of(features, rng)
+    latents = latent_points(rng, train_params.fcd_samples, train_params.latent_dim, "gaussian")
+    timings = []
+    for _ in range(2):  # the first includes tracing
+        start = time.perf_counter()
+        images = generator.predict(latents, batch_size=500, verbose=0)
+        evaluator.quality(judge, stats, images, seed=0)
+        timings.append(time.perf_counter() - start)
+    return timings[-1]
+
+
 def prepare_full(workdir: Path) -> dict[str, float] | None:
     if not MIRROR_TOOL.exists():
         return None
@@ -270,7 +291,7 @@ def main() -> None:
     parser.add_argument("--skip-pipeline", action="store_true", help="skip the prepare and dvc measurements")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
-    params = load_params(REPO / "params.yaml", "model", "train_gan")
+    params = load_params(REPO / "params.yaml", "model", "train_gan", "train_evaluator")
     model, train = params["model"], params["train_gan"]
     images = np.random.default_rng(0).uniform(-1, 1, (2048, 32, 32, 3)).astype(np.float32)
 
@@ -304,6 +325,7 @@ def main() -> None:
         "matmul_gflops": {"float32": fp32_peak, "bfloat16": bf16_peak},
         "theoretical_fp32_gflops": theory,
         "tracking": tracking_cost(),
+        "snapshot_scoring_s": snapshot_scoring(model, train, params["train_evaluator"]),
     }
     if not args.skip_pipeline:
         with tempfile.TemporaryDirectory() as workdir:
@@ -325,6 +347,13 @@ def main() -> None:
         f"\nlarge matmul: fp32 {fp32_peak:.0f} GFLOP/s, bf16 {bf16_peak:.0f} GFLOP/s; "
         f"theoretical fp32 {theory:.0f} GFLOP/s ({theory_how})"
     )
+    for label, peak in (("fp32", fp32_peak), ("bf16", bf16_peak)):
+        bound_ms = flops / (peak * 1e9) * 1000
+        print(
+            f"{label} bound: at the measured {label} matmul peak one iteration needs at least "
+            f"{bound_ms:.0f} ms, so a step doing these FLOPs is at most {classic_ms / bound_ms:.2f}x "
+            "the classic loop"
+        )
     print("first call (tracing): " + ", ".join(f"{k} {v:.1f} s" for k, v in tracing.items()))
     cost = results["tracking"]["ms_per_iteration"]
     step_ms = median_ms["step float32"]
@@ -333,6 +362,13 @@ def main() -> None:
         f"{100 * cost / step_ms:.2f}% of a "
         f"{step_ms:.0f} ms step, {100 * cost / 5:.1f}% of a 5 ms (GPU) step; "  # noqa: E501
         f"final flush {results['tracking']['flush_s']:.2f} s"
+    )
+    scoring = results["snapshot_scoring_s"]
+    epoch_s = step_ms / 1000 * (50_000 // train.batch_size)
+    print(
+        f"scoring one snapshot ({train.fcd_samples} generated images: FCD, KID, class score, ...): "
+        f"{scoring:.1f} s = {100 * scoring / (epoch_s * train.snapshot_every):.2f}% of the "
+        f"{train.snapshot_every} float32 epochs between snapshots ({epoch_s:.0f} s each on 50,000 images)"
     )
     if results.get("prepare"):
         p = results["prepare"]
