@@ -37,7 +37,9 @@ def main() -> None:
     real_images = np.load(args.data / "train_images.npy", mmap_mode="r")
     judge = Evaluator.load(args.evaluator)
     # (on a cluster, every worker resumes from this folder: keep it on shared storage)
-    resume = checkpoint.load(args.checkpoint, checkpoint.fingerprint(model, train, real_images, judge.digest))
+    resume = checkpoint.load(
+        args.checkpoint, checkpoint.fingerprint(model, train, real_images, judge.digest), train.epochs
+    )
     if not is_chief(strategy):  # a worker computes its share; its files are thrown away
         with tempfile.TemporaryDirectory() as scratch:
             snapshots, reports, state = (

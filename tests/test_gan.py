@@ -220,3 +220,33 @@ def test_a_discriminator_that_wins_is_detected(tmp_path, make_params):
     assert report["events"] >= 1 and {e["failure"] for e in report["log"]} == {"d_wins"}
     losses = np.loadtxt(tmp_path / "rep" / "losses.csv", delimiter=",", skiprows=1)
     assert losses[-4:, 1].mean() < 0.05 and losses[-4:, 2].mean() < 0.05
+
+
+def test_more_epochs_continue_a_finished_training_and_the_same_epochs_start_over(
+    tmp_path, make_params, capsys
+):
+    from cifar_dcgan import checkpoint
+
+    model = make_params("model", **SMALL_MODEL)
+    short, longer = (make_params("train_gan", **tiny_training(epochs=n)) for n in (2, 4))
+    images = real_images()
+
+    def train(params, name, resume=None):
+        train_gan(
+            images, model, params, tmp_path / name / "snap", tmp_path / name / "rep", NullTracker(),
+            tmp_path / name / "ckpt", resume,
+        )  # fmt: skip
+
+    train(short, "grown")
+    first_grid = (tmp_path / "grown" / "rep" / "grids" / "epoch_000.png").read_bytes()
+    same = checkpoint.load(tmp_path / "grown" / "ckpt", checkpoint.fingerprint(model, short, images), 2)
+    assert same is None and "finished training of 2 epochs" in capsys.readouterr().out
+    resume = checkpoint.load(tmp_path / "grown" / "ckpt", checkpoint.fingerprint(model, longer, images), 4)
+    assert resume.epochs_done == 2
+    train(longer, "grown", resume)
+    train(longer, "straight")
+    for name in ("losses.csv", "snapshots.csv"):
+        assert (tmp_path / "grown" / "rep" / name).read_text() == (
+            tmp_path / "straight" / "rep" / name
+        ).read_text()
+    assert (tmp_path / "grown" / "rep" / "grids" / "epoch_000.png").read_bytes() == first_grid

@@ -104,3 +104,26 @@ def test_changed_params_never_resume_an_old_checkpoint(tmp_path, archive):
     assert "resuming" not in result.stdout
     _, runs = train_runs(root)
     assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
+
+
+def test_more_epochs_continue_the_finished_run(tmp_path, archive):
+    root = make_project(tmp_path / "p")
+    tiny_pipeline(root, *archive)  # 2 epochs of 4 iterations
+    run(["dvc", "repro"], root)
+    set_params(root, train_gan={"epochs": 3})
+    result = run(["dvc", "repro"], root)
+    assert "resuming at iteration 8 (epoch 3)" in result.stdout
+    client, (train,) = train_runs(root)
+    assert train.info.status == "FINISHED" and train.data.tags["resumed"] == "true"
+    assert train.data.params["train_gan.epochs"] == "2"  # MLflow params never change; the tag says it
+    assert train.data.tags["changed_params"] == "train_gan.epochs: 2 -> 3"
+    assert [m.step for m in client.get_metric_history(train.info.run_id, "d1")] == list(range(1, 13))
+    assert [m.step for m in client.get_metric_history(train.info.run_id, "fcd")] == [1, 2, 3]
+    # run again with nothing changed but the code: a finished training starts over, in a new run
+    training = root / "src" / "cifar_dcgan" / "training.py"
+    training.write_text(training.read_text() + "\n# a code change\n")
+    result = run(["dvc", "repro"], root)
+    assert "finished training of 3 epochs" in result.stdout and "resuming" not in result.stdout
+    _, runs = train_runs(root)
+    assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
+    assert (root / "reports" / "train_gan" / "metrics.json").is_file()

@@ -3,8 +3,9 @@ when training is interrupted (Ctrl-C, SIGTERM).
 
 It holds every variable of `DCGAN.state_variables()` (networks, optimizers, RNG states,
 iteration, this epoch's losses), the loss history of finished epochs, the snapshot rows, the
-evaluation RNG and the MLflow run id, plus a fingerprint of the params and data: a checkpoint
-made with other params or data is never resumed.
+evaluation RNG, the failure log and the MLflow run id, plus a fingerprint of the params and
+data: a checkpoint made with other params or data is never resumed. Raising `train_gan.epochs`
+continues a finished training. Beside it, `epoch_000.png`: the probe grid drawn before training.
 """
 
 import dataclasses
@@ -36,11 +37,11 @@ class Checkpoint:
 def fingerprint(
     model: ModelParams, params: TrainGanParams, real_images: np.ndarray, evaluator: str = ""
 ) -> str:
-    """What makes two trainings the same: every param, (a sample of) the data and the
+    """What makes two trainings the same: every param but `epochs` (a longer training
+    continues a shorter one: the first epochs are the same), (a sample of) the data and the
     evaluator that scores the snapshots (its digest)."""
-    digest = hashlib.sha256(
-        json.dumps([dataclasses.asdict(model), dataclasses.asdict(params), evaluator]).encode()
-    )
+    train = {k: v for k, v in dataclasses.asdict(params).items() if k != "epochs"}
+    digest = hashlib.sha256(json.dumps([dataclasses.asdict(model), train, evaluator]).encode())
     digest.update(str(real_images.shape).encode())
     digest.update(np.ascontiguousarray(real_images[:: max(1, len(real_images) // 64)]).tobytes())
     return digest.hexdigest()
@@ -61,8 +62,10 @@ def save(folder: Path, checkpoint: Checkpoint) -> None:
     tmp.replace(folder / FILE)
 
 
-def load(folder: Path, expected_fingerprint: str) -> Checkpoint | None:
-    """The checkpoint in `folder` if it belongs to this training, else None (saying why)."""
+def load(folder: Path, expected_fingerprint: str, epochs: int) -> Checkpoint | None:
+    """The checkpoint in `folder` if this training (of `epochs` epochs) can continue from it,
+    else None, saying why: other params or data, or a training already `epochs` long (run
+    again after a code change, it starts over)."""
     path = folder / FILE
     if not path.is_file():
         return None
@@ -76,5 +79,11 @@ def load(folder: Path, expected_fingerprint: str) -> Checkpoint | None:
         return None
     if meta["fingerprint"] != expected_fingerprint:
         print(f"checkpoint {path} was made with other params or data; training from scratch")
+        return None
+    if meta["epochs_done"] >= epochs:
+        print(
+            f"checkpoint {path} is of a finished training of {meta['epochs_done']} epochs, not fewer than "
+            f"train_gan.epochs = {epochs}; training from scratch"
+        )
         return None
     return Checkpoint(values=values, losses=losses, **meta)

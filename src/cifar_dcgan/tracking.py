@@ -288,7 +288,11 @@ def stage_run(
     tracker = MlflowTracker(client, run_id, uri, spill_path=repo_root() / "mlflow-unlogged.jsonl")
     from mlflow.entities import Param
 
-    items = [Param(key, str(value)) for key, value in params.items()]
+    logged = run.data.params if resume_run_id and run.info.run_id == resume_run_id else {}
+    changed = {k: f"{logged[k]} -> {v}" for k, v in params.items() if k in logged and logged[k] != str(v)}
+    if changed:  # a resumed run given more epochs: MLflow params cannot change, so say it in tags
+        client.set_tag(run.info.run_id, "changed_params", "; ".join(f"{k}: {v}" for k, v in changed.items()))
+    items = [Param(key, str(value)) for key, value in params.items() if key not in logged]
     for start in range(0, len(items), 100):
         client.log_batch(run_id, params=items[start : start + 100])
     status = "FAILED"

@@ -383,13 +383,18 @@ def train_gan(
     done = int(gan.iteration.numpy())
     if resume and done // steps > resume.epochs_done:  # stopped between an epoch's last step and its end
         callback.on_epoch_end(resume.epochs_done)
+    first_grid = reports_dir / "grids" / "epoch_000.png"
+    kept_grid = checkpoint_dir / "epoch_000.png" if checkpoint_dir else None  # the weights it shows are gone
     if resume:
         print(f"resuming at iteration {done} (epoch {done // steps + 1}) from {checkpoint_dir}", flush=True)
+        if kept_grid and kept_grid.is_file():
+            shutil.copyfile(kept_grid, first_grid)
     else:  # the probe grid before training, step 0: where the UI's image slider starts
-        grid = save_grid(
-            gan.generator(callback.probe, training=False).numpy(), reports_dir / "grids" / "epoch_000.png"
-        )
+        grid = save_grid(gan.generator(callback.probe, training=False).numpy(), first_grid)
         tracker.log_image(grid, key="generated", step=0)
+        if kept_grid:
+            kept_grid.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(first_grid, kept_grid)
 
     handlers = {}
 
