@@ -15,14 +15,15 @@ import yaml
 
 from conftest import REPO, free_port, make_project, project_env, run, set_params, tiny_pipeline
 
-# every random draw of the step in use (label noise and flips, smoothing) and batch norm in
-# both networks (synchronized across replicas); no dropout: its masks are per replica
+# every random draw of the step in use (label noise and flips, smoothing, D's dropout) and
+# batch norm in both networks (synchronized across replicas)
 VARIANT = {
-    "model": {"d_dropout": 0.0, "d_batch_norm": True, "g_batch_norm": True},
+    "model": {"d_batch_norm": True, "g_batch_norm": True},
     "train_gan": {"label_smoothing": 0.1, "label_noise": 0.05, "label_flip": 0.05},
 }
-# float32 sums in another order: the losses agree to ~2e-6 at the first iteration; training
-# amplifies such rounding differences to ~2e-4 after 8 iterations (measured)
+# float32 sums in another order: measured, the losses agree to 1e-6 (the CSV's precision)
+# over these 8 iterations; without dropout, training once amplified such rounding
+# differences to 2e-4, hence the margin
 TOLERANCE = 1e-3
 
 

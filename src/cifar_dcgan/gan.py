@@ -17,6 +17,7 @@ import keras
 import tensorflow as tf
 
 from cifar_dcgan.config import TrainGanParams
+from cifar_dcgan.models import global_mean, replica_share, replicas
 
 
 def bce(targets: tf.Tensor, predictions: tf.Tensor) -> tf.Tensor:
@@ -26,28 +27,6 @@ def bce(targets: tf.Tensor, predictions: tf.Tensor) -> tf.Tensor:
 
 
 DRAWS_PER_ITERATION = 8  # stateless random draws of one step, each with its own seed
-
-
-def replicas() -> int:
-    """Replicas training in sync: 1 outside a distribution strategy."""
-    return tf.distribute.get_replica_context().num_replicas_in_sync
-
-
-def global_mean(value: tf.Tensor) -> tf.Tensor:
-    """The mean over replicas of a per-replica mean: the global batch's mean."""
-    if replicas() == 1:
-        return value
-    return tf.distribute.get_replica_context().all_reduce("MEAN", value)
-
-
-def replica_share(values: tf.Tensor) -> tf.Tensor:
-    """This replica's rows of a tensor drawn for the global batch."""
-    n = replicas()
-    if n == 1:
-        return values
-    rows = tf.shape(values)[0] // n
-    start = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32) * rows
-    return values[start : start + rows]
 
 
 def discriminator_update(

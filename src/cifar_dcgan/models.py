@@ -2,7 +2,7 @@
 
 Defaults reproduce the classic Keras DCGAN for CIFAR-10:
 - discriminator: Conv2D 64 3x3 same, then Conv2D 128, 128, 256 3x3 stride 2, LeakyReLU 0.2
-  after each, Flatten, Dropout 0.4, Dense 1 sigmoid;
+  after each, Flatten, Dropout 0.4 (BatchDropout, see below), Dense 1 sigmoid;
 - generator: Dense 4x4x256 + LeakyReLU, three Conv2DTranspose 128 4x4 stride 2 +
   LeakyReLU, Conv2D 3 3x3 tanh.
 """
@@ -18,6 +18,52 @@ from keras import layers
 from cifar_dcgan.config import ModelParams
 
 IMAGE_SHAPE = (32, 32, 3)
+
+
+def replicas() -> int:
+    """Replicas training in sync: 1 outside a distribution strategy (and while Keras traces
+    shapes in the strategy's cross-replica context)."""
+    context = tf.distribute.get_replica_context()
+    return context.num_replicas_in_sync if context else 1
+
+
+def global_mean(value: tf.Tensor) -> tf.Tensor:
+    """The mean over replicas of a per-replica mean: the global batch's mean."""
+    if replicas() == 1:
+        return value
+    return tf.distribute.get_replica_context().all_reduce("MEAN", value)
+
+
+def replica_share(values: tf.Tensor) -> tf.Tensor:
+    """This replica's rows of a tensor drawn for the global batch."""
+    n = replicas()
+    if n == 1:
+        return values
+    rows = tf.shape(values)[0] // n
+    start = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int32) * rows
+    return values[start : start + rows]
+
+
+@keras.saving.register_keras_serializable(package="cifar_dcgan")
+class BatchDropout(layers.Layer):
+    """Dropout whose masks are drawn for the global batch and sliced per replica, so under a
+    tf.distribute strategy every image gets the mask it would get on one device (with
+    Keras' Dropout every replica would draw the same masks for its own rows)."""
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.rate, self.seed = rate, seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    def call(self, inputs, training=False):
+        if not training or self.rate == 0:
+            return inputs
+        shape = tf.concat([tf.shape(inputs)[:1] * replicas(), tf.shape(inputs)[1:]], axis=0)
+        keep = replica_share(keras.random.uniform(shape, seed=self.seed_generator)) >= self.rate
+        return tf.where(keep, inputs / (1.0 - self.rate), tf.zeros_like(inputs))
+
+    def get_config(self):
+        return {**super().get_config(), "rate": self.rate, "seed": self.seed}
 
 
 def _initializer(params: ModelParams, seed: int):
@@ -42,7 +88,7 @@ def build_discriminator(params: ModelParams, seed: int) -> keras.Model:
             x = layers.BatchNormalization(synchronized=True)(x)
         x = layers.LeakyReLU(negative_slope=params.leaky_slope)(x)
     x = layers.Flatten()(x)  # (B, 4 * 4 * 256)
-    x = layers.Dropout(params.d_dropout, seed=seed)(x)
+    x = BatchDropout(params.d_dropout, seed=seed)(x)
     # float32 output even under mixed precision: a bf16 sigmoid rounds to 0.5 at init
     outputs = layers.Dense(
         1, activation="sigmoid", dtype="float32", kernel_initializer=init(len(params.d_filters))
