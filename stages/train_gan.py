@@ -9,6 +9,7 @@ cluster, each with its TF_CONFIG; only the chief writes outputs and tracks.
 """
 
 import argparse
+import contextlib
 import tempfile
 from pathlib import Path
 
@@ -40,34 +41,19 @@ def main() -> None:
     resume = checkpoint.load(
         args.checkpoint, checkpoint.fingerprint(model, train, real_images, judge.digest), train.epochs
     )
-    if not is_chief(strategy):  # a worker computes its share; its files are thrown away
-        with tempfile.TemporaryDirectory() as scratch:
-            snapshots, reports, state = (
-                Path(scratch) / name for name in ("snapshots", "reports", "checkpoint")
+    with contextlib.ExitStack() as stack:
+        if is_chief(strategy):
+            run_params = flatten({"model": model, "train_gan": train})
+            resume_run_id = resume.run_id if resume else None
+            tracker = stack.enter_context(
+                stage_run("train-gan", params["tracking"].experiment, run_params, resume_run_id=resume_run_id)
             )
-            train_gan(
-                real_images, model, train, snapshots, reports, NullTracker(), state, resume, judge, strategy
-            )
-        return
-    run_params = flatten({"model": model, "train_gan": train})
-    with stage_run(
-        "train-gan",
-        params["tracking"].experiment,
-        run_params,
-        resume_run_id=resume.run_id if resume else None,
-    ) as tracker:
-        train_gan(
-            real_images,
-            model,
-            train,
-            args.snapshots,
-            args.reports,
-            tracker,
-            args.checkpoint,
-            resume,
-            judge,
-            strategy,
-        )
+            snapshots, reports, state = args.snapshots, args.reports, args.checkpoint
+        else:  # another worker of a cluster computes its share; its files are thrown away
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            tracker = NullTracker()
+            snapshots, reports, state = (scratch / name for name in ("snapshots", "reports", "checkpoint"))
+        train_gan(real_images, model, train, snapshots, reports, tracker, state, resume, judge, strategy)
 
 
 if __name__ == "__main__":

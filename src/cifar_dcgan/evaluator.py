@@ -270,9 +270,9 @@ def write_outputs(
         **(extra or {}),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp_model = out_dir / f".{CLASSIFIER_FILE}"
-    classifier.save(tmp_model.with_suffix(".tmp.keras"))
-    tmp_model.with_suffix(".tmp.keras").replace(out_dir / CLASSIFIER_FILE)
+    tmp_model = out_dir / f".tmp.{CLASSIFIER_FILE}"
+    classifier.save(tmp_model)
+    tmp_model.replace(out_dir / CLASSIFIER_FILE)
     stats.save(out_dir / STATS_FILE)
     reports_dir.mkdir(parents=True, exist_ok=True)
     (reports_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
