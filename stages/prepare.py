@@ -9,7 +9,7 @@ from pathlib import Path
 from cifar_dcgan import cifar
 from cifar_dcgan.config import flatten, load_params
 from cifar_dcgan.errors import run_stage
-from cifar_dcgan.tracking import stage_run
+from cifar_dcgan.tracking import prepared_dataset, redact, stage_run
 
 
 def main() -> None:
@@ -28,10 +28,11 @@ def main() -> None:
     p = params["prepare"]
     with stage_run("prepare", params["tracking"].experiment, flatten({"prepare": p})) as tracker:
         archive = cifar.fetch_archive(p.url, p.md5, args.cache, p.retries)
-        summary = cifar.prepare(archive, p.md5, args.out, args.reports, p.limit)
+        summary = cifar.prepare(archive, p.md5, args.out, args.reports, p.limit, redact(p.url))
         tracker.log_metrics(
             {"train_images": summary.train_images, "test_images": summary.test_images}, step=0
         )
+        tracker.log_dataset(prepared_dataset(args.out), "prepared")
         tracker.log_artifact(args.reports / "summary.json")
         tracker.log_artifact(args.reports / "preview.png")
     print(

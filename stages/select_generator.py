@@ -29,11 +29,12 @@ def main() -> None:
     params = load_params(args.params, "tracking", "select_generator", "train_gan")
     p = params["select_generator"]
     training_run_id = json.loads((args.training / "run.json").read_text())["run_id"]
-    tags = (
-        {"training_run_id": training_run_id, "mlflow.parentRunId": training_run_id} if training_run_id else {}
-    )
     with stage_run(
-        "select-generator", params["tracking"].experiment, flatten({"select_generator": p}), tags
+        "select-generator",
+        params["tracking"].experiment,
+        flatten({"select_generator": p}),
+        {"training_run_id": training_run_id} if training_run_id else {},
+        parent_run_id=training_run_id,  # outside a DVC experiment: nested under the training
     ) as tracker:
         selection = select_generator(
             args.training / "snapshots.csv",

@@ -16,7 +16,7 @@ import numpy as np
 from cifar_dcgan import evaluator
 from cifar_dcgan.config import flatten, load_params
 from cifar_dcgan.errors import run_stage
-from cifar_dcgan.tracking import stage_run
+from cifar_dcgan.tracking import prepared_dataset, stage_run
 
 
 def main() -> None:
@@ -33,8 +33,10 @@ def main() -> None:
         for split in ("train", "test")
     )
     with stage_run(
-        "train-evaluator", params["tracking"].experiment, flatten({"train_evaluator": p})
+        "train-evaluator", params["tracking"].experiment, flatten({"train_evaluator": p}), system_metrics=True
     ) as tracker:
+        if dataset := prepared_dataset(args.data):
+            tracker.log_dataset(dataset, "training")
         start, cpu_start = time.monotonic(), time.process_time()
         classifier, history = evaluator.train_classifier(
             train, test, p, tracker, verbose=1 if sys.stdout.isatty() else 2

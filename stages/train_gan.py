@@ -19,7 +19,7 @@ from cifar_dcgan import checkpoint
 from cifar_dcgan.config import flatten, load_params
 from cifar_dcgan.errors import run_stage
 from cifar_dcgan.evaluator import Evaluator
-from cifar_dcgan.tracking import NullTracker, stage_run
+from cifar_dcgan.tracking import NullTracker, prepared_dataset, stage_run
 from cifar_dcgan.training import is_chief, make_strategy, train_gan
 
 
@@ -46,8 +46,17 @@ def main() -> None:
             run_params = flatten({"model": model, "train_gan": train})
             resume_run_id = resume.run_id if resume else None
             tracker = stack.enter_context(
-                stage_run("train-gan", params["tracking"].experiment, run_params, resume_run_id=resume_run_id)
+                stage_run(
+                    "train-gan",
+                    params["tracking"].experiment,
+                    run_params,
+                    {"evaluator_digest": judge.digest},  # FCDs of different judges never pool
+                    resume_run_id=resume_run_id,
+                    system_metrics=True,
+                )
             )
+            if dataset := prepared_dataset(args.data):
+                tracker.log_dataset(dataset, "training")
             snapshots, reports, state = args.snapshots, args.reports, args.checkpoint
         else:  # another worker of a cluster computes its share; its files are thrown away
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))

@@ -92,8 +92,10 @@ def test_fcd_separates_real_images_from_bad_generators_on_synthetic_data(tiny_ju
         assert scores[bad]["fcd"] > 10 * scores["real"]["fcd"], (bad, scores)
     assert scores["collapsed"]["diversity"] < 0.1 < 0.8 < scores["real"]["diversity"]
     # the stage's outputs: the real reference scores and a per-epoch history for DVC plots
-    written = json.loads((folder / "reports" / "metrics.json").read_text())
+    written = json.loads((folder / "reports" / "reference.json").read_text())
     assert written == metrics and 0.0 <= written["test_accuracy"] <= 1.0
+    shown = json.loads((folder / "reports" / "metrics.json").read_text())  # dvc exp show: one number
+    assert shown == {"test_accuracy": written["test_accuracy"]}
     assert written["real_fcd"] < scores["noise"]["fcd"] / 10
     assert (folder / "reports" / "history.csv").read_text().startswith("epoch,")
 

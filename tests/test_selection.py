@@ -71,6 +71,8 @@ def test_rules_pick_the_expected_snapshot(tmp_path, make_params, changes, epoch)
     chosen = ROWS[epoch - 1]
     assert (saved["chosen_fcd"], saved["chosen_kid"]) == (chosen["fcd"], chosen["kid"])
     assert (saved["last_epoch"], saved["last_fcd"]) == (4, 10.0)
+    shown = json.loads((tmp_path / "selection" / "metrics.json").read_text())
+    assert shown == {"chosen_epoch": epoch, "chosen_fcd": chosen["fcd"], "chosen_kid": chosen["kid"]}
 
 
 def test_selecting_by_fcd_needs_scored_snapshots(tmp_path, make_params):

@@ -32,6 +32,7 @@ class Checkpoint:
     eval_rng: dict
     events: list[dict] = dataclasses.field(default_factory=list)  # detected failures so far
     restarts: int = 0
+    epoch_seconds: list[float] = dataclasses.field(default_factory=list)  # training time per epoch
 
 
 def fingerprint(
@@ -51,7 +52,16 @@ def save(folder: Path, checkpoint: Checkpoint) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     meta = {
         k: getattr(checkpoint, k)
-        for k in ("fingerprint", "run_id", "epochs_done", "rows", "eval_rng", "events", "restarts")
+        for k in (
+            "fingerprint",
+            "run_id",
+            "epochs_done",
+            "rows",
+            "eval_rng",
+            "events",
+            "restarts",
+            "epoch_seconds",
+        )
     }
     arrays = {f"v{i}": value for i, value in enumerate(checkpoint.values)}
     tmp = folder / f".{FILE}.tmp"

@@ -61,6 +61,9 @@ class RestrictedUnpickler(pickle.Unpickler):
             raise pickle.UnpicklingError(f"refusing to load global '{module}.{name}'") from None
 
 
+DATASET_FILE = "dataset.json"  # name, source URL, archive md5 and counts of the prepared data
+
+
 @dataclass(frozen=True)
 class PreparedSummary:
     train_images: int
@@ -240,9 +243,12 @@ class _Split:
         np.save(self.labels_path, self.labels)
 
 
-def prepare(archive: Path, md5: str, out_dir: Path, reports_dir: Path, limit: int | None) -> PreparedSummary:
-    """Write train/test images and labels as `.npy` into `out_dir` and the summary and
-    preview into `reports_dir`: all of it, or nothing (a failure leaves neither folder)."""
+def prepare(
+    archive: Path, md5: str, out_dir: Path, reports_dir: Path, limit: int | None, source: str = ""
+) -> PreparedSummary:
+    """Write train/test images and labels as `.npy` into `out_dir`, with `dataset.json` (what
+    the data is, for the runs that train on it), and the summary and preview into
+    `reports_dir`: all of it, or nothing (a failure leaves neither folder)."""
     tmp, tmp_reports = _fresh_temp_dir(out_dir), _fresh_temp_dir(reports_dir)
     splits: dict[str, _Split] = {}
     try:
@@ -282,6 +288,13 @@ def prepare(archive: Path, md5: str, out_dir: Path, reports_dir: Path, limit: in
             source_md5=md5,
         )
         (tmp_reports / "summary.json").write_text(json.dumps(summary.__dict__, indent=2) + "\n")
+        dataset = {
+            "name": "cifar-10" if limit is None else f"cifar-10[:{train.total}]",
+            "digest": md5,
+            "source": source or str(archive),
+            "profile": {"train_images": train.total, "test_images": test.total},
+        }
+        (tmp / DATASET_FILE).write_text(json.dumps(dataset, indent=2) + "\n")
         save_grid(train.head, tmp_reports / "preview.png")
         _replace_dir(tmp, out_dir)
         _replace_dir(tmp_reports, reports_dir)

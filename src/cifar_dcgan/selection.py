@@ -154,7 +154,8 @@ def select_generator(
     test_images: np.ndarray | None = None,
     latent_distribution: str = "gaussian",
 ) -> dict:
-    """Copy the chosen snapshot to `out_model`; write selection.json and the contact sheet.
+    """Copy the chosen snapshot to `out_model`; write selection.json (everything about the
+    choice), metrics.json (its epoch, FCD and KID: what `dvc exp show` lists) and the contact sheet.
     With `test_images` and `params.fid_samples` > 0, also the chosen generator's true FID."""
     rows = read_snapshots(snapshots_csv, snapshots_dir)
     chosen, reason = choose(rows, params)
@@ -178,5 +179,10 @@ def select_generator(
         print(selection["fid_note"], flush=True)
     reports_dir.mkdir(parents=True, exist_ok=True)
     (reports_dir / "selection.json").write_text(json.dumps(selection, indent=2) + "\n")
+    headline = {
+        "chosen_epoch": chosen["epoch"],
+        **{f"chosen_{k}": chosen[k] for k in ("fcd", "kid") if k in chosen},
+    }
+    (reports_dir / "metrics.json").write_text(json.dumps(headline, indent=2) + "\n")
     contact_sheet(rows, chosen["epoch"], grids_dir, reports_dir / "contact_sheet.png")
     return selection

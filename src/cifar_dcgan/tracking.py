@@ -13,9 +13,12 @@ import contextlib
 import json
 import os
 import subprocess
+import sys
 import time
 import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -24,6 +27,7 @@ import numpy as np
 from cifar_dcgan.errors import PipelineError
 
 MAX_BATCH = 1000  # MLflow's limit of metric values per log_batch request
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's model-training view
 
 
 class Tracker(Protocol):
@@ -40,6 +44,8 @@ class Tracker(Protocol):
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
 
     def set_tags(self, tags: Mapping[str, str]) -> None: ...
+
+    def log_dataset(self, dataset: Mapping[str, Any], context: str) -> None: ...
 
     def flush(self, final: bool = True) -> None: ...
 
@@ -66,6 +72,9 @@ class NullTracker:
     def set_tags(self, tags):
         pass
 
+    def log_dataset(self, dataset, context):
+        pass
+
     def flush(self, final=True):
         pass
 
@@ -74,12 +83,14 @@ class NullTracker:
 
 
 class MlflowTracker:
-    """Logs to one MLflow run through `MlflowClient`: metric histories in asynchronous batches.
+    """Logs to one MLflow run through `MlflowClient`, on a writer thread of its own.
 
-    A tracking store that fails mid-training (a locked database, a server restarting) never
-    stops the training: refused metric values are kept and sent again at the next flush; at
-    the end they are retried for a while, and what still cannot be stored is written to
-    `spill_path` (JSON lines). The run gets a `tracking_errors` tag saying what happened.
+    Metric histories and image grids are handed to that thread, so training never waits for
+    the store. A tracking store that fails mid-training (a locked database, a server
+    restarting) never stops the training: refused metric values are kept and sent again at
+    the next flush; at the end they are retried for a while, and what still cannot be stored
+    is written to `spill_path` (JSON lines). The run gets a `tracking_errors` tag saying what
+    happened.
     """
 
     def __init__(
@@ -93,7 +104,9 @@ class MlflowTracker:
     ):
         self.client, self.run_id, self.uri = client, run_id, uri
         self.spill_path, self.retries, self.retry_delay = spill_path, retries, retry_delay
-        self.pending = []  # (asynchronous operation, its metrics), not yet confirmed
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
+        self.pending: list[tuple[Future, list]] = []  # (a sent batch, its metrics), not yet confirmed
+        self.uploads: list[Future] = []  # image grids being written
         self.backlog = []  # metrics the store refused, to send again
         self.errors: list[str] = []
 
@@ -104,7 +117,12 @@ class MlflowTracker:
         self._log_batch([(key, value, first_step + i) for i, value in enumerate(values)])
 
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
-        self._safely(self.client.log_image, self.run_id, image, key=key, step=step, synchronous=False)
+        self.uploads = [future for future in self.uploads if not future.done()]
+        self.uploads.append(
+            self.writer.submit(
+                self._safely, self.client.log_image, self.run_id, image, key=key, step=step, synchronous=True
+            )
+        )
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         self._safely(self.client.log_artifact, self.run_id, str(path), artifact_path)
@@ -113,11 +131,23 @@ class MlflowTracker:
         for key, value in tags.items():
             self._safely(self.client.set_tag, self.run_id, key, value)
 
+    def log_dataset(self, dataset: Mapping[str, Any], context: str) -> None:
+        """The data the run saw, as an MLflow dataset input (the runs table's Datasets column)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        entity = Dataset(
+            name=dataset["name"],
+            digest=dataset["digest"],
+            source_type="url",
+            source=json.dumps({"url": redact(dataset["source"])}),
+            profile=json.dumps(dataset.get("profile", {})),
+        )
+        inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
+        self._safely(self.client.log_inputs, self.run_id, datasets=inputs)
+
     def flush(self, final: bool = True) -> None:
         """Confirm what was sent. Refused values are sent again: once (`final=False`, between
         epochs) or until stored or out of retries (`final=True`, then spilled to a file)."""
-        import mlflow
-
         self._collect(wait=final)  # between epochs, a slow or dead store must not hold training
         for attempt in range(self.retries if final else 1):
             if not self.backlog:
@@ -127,7 +157,8 @@ class MlflowTracker:
             self._send(self.backlog)
             self._collect(wait=final)
         if final:
-            self._safely(mlflow.flush_artifact_async_logging)
+            wait_for(self.uploads)  # the run's own image grids, every one written or given up
+            self.uploads = []
         if final and self.backlog:
             self._spill()
         if final and self.errors:
@@ -135,12 +166,17 @@ class MlflowTracker:
             self.errors = []
             self._safely(self.client.set_tag, self.run_id, "tracking_errors", summary[:5000])
 
+    def close(self) -> None:
+        self.writer.shutdown(wait=True)
+
     def register_model(self, model, name: str, alias: str, description: str) -> str:
-        """Log a Keras generator as an MLflow model, register a new version, move `alias` to it."""
+        """Log a Keras generator as an MLflow model of this run, register a new version, move
+        `alias` to it. The requirements name the TensorFlow distribution actually installed."""
+        import tempfile
+
         import keras
         import mlflow
         import mlflow.keras
-        import tensorflow as tf
         from mlflow.models import ModelSignature
         from mlflow.types import Schema, TensorSpec
 
@@ -149,17 +185,14 @@ class MlflowTracker:
             outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *model.output_shape[1:]))]),
         )
         # explicit requirements: inferring them costs seconds per call
-        requirements = [f"tensorflow-cpu=={tf.__version__}", f"keras=={keras.__version__}"]
+        requirements = [tensorflow_requirement(), f"keras=={keras.__version__}"]
+        with tempfile.TemporaryDirectory() as folder:
+            saved = Path(folder) / "generator"
+            mlflow.keras.save_model(model, str(saved), signature=signature, pip_requirements=requirements)
+            self.client.log_artifacts(self.run_id, str(saved), "generator")
         mlflow.set_tracking_uri(self.uri)
-        with mlflow.start_run(run_id=self.run_id, nested=True):
-            info = mlflow.keras.log_model(
-                model,
-                name="generator",
-                signature=signature,
-                pip_requirements=requirements,
-                registered_model_name=name,
-            )
-        version = str(info.registered_model_version)
+        mlflow.set_registry_uri(self.uri)
+        version = str(mlflow.register_model(f"runs:/{self.run_id}/generator", name).version)
         self.client.update_model_version(name, version, description=description)
         self.client.set_registered_model_alias(name, alias, version)
         return version
@@ -175,24 +208,19 @@ class MlflowTracker:
             self.backlog = []
         for start in range(0, len(metrics), MAX_BATCH):
             chunk = metrics[start : start + MAX_BATCH]
-            try:  # asynchronous: training goes on while MLflow writes (16 ms per value when synchronous)
-                self.pending.append(
-                    (self.client.log_batch(self.run_id, metrics=chunk, synchronous=False), chunk)
-                )
-            except Exception as error:  # any failure of the store: keep the values for later
-                self._refused(chunk, error)
+            future = self.writer.submit(self.client.log_batch, self.run_id, metrics=chunk, synchronous=True)
+            self.pending.append((future, chunk))
 
     def _collect(self, wait: bool = True) -> None:
         """Check sent batches; without `wait`, only those already finished (never blocks)."""
         still_running = []
-        for operation, chunk in self.pending:
-            futures = getattr(operation, "_operation_futures", None)
-            if not wait and futures is not None and not all(f.done() for f in futures):
-                still_running.append((operation, chunk))
+        for future, chunk in self.pending:
+            if not wait and not future.done():
+                still_running.append((future, chunk))
                 continue
             try:
-                operation.wait()
-            except Exception as error:
+                future.result()
+            except Exception as error:  # any failure of the store: keep the values for later
                 self._refused(chunk, error)
         self.pending = still_running
 
@@ -202,8 +230,8 @@ class MlflowTracker:
             f"{type(error).__name__}: {str(error).splitlines()[0][:300] if str(error) else ''}"
         )
         print(
-            f"warning: tracking store {self.uri} refused {len(chunk)} value(s) ({self.errors[-1]}); "
-            "keeping them to send again",
+            f"warning: tracking store {redact(self.uri)} refused {len(chunk)} value(s) "
+            f"({self.errors[-1]}); keeping them to send again",
             flush=True,
         )
 
@@ -234,6 +262,39 @@ class MlflowTracker:
         self.backlog = []
 
 
+def tensorflow_requirement() -> str:
+    """The pip requirement of the TensorFlow that is installed: `tensorflow-cpu`, `tensorflow`
+    (GPU machines) or another build, at its version."""
+    from importlib import metadata
+
+    for name in ("tensorflow-cpu", "tensorflow", "tensorflow-intel", "tensorflow-macos", "tf-nightly"):
+        try:
+            return f"{name}=={metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            continue
+    import tensorflow as tf
+
+    return f"tensorflow=={tf.__version__}"
+
+
+def redact(uri: str) -> str:
+    """`uri` without a password or user name (`http://user:secret@host` -> `http://***@host`)."""
+    parsed = urllib.parse.urlsplit(uri)
+    if not parsed.username and not parsed.password:
+        return uri
+    host = parsed.hostname or ""
+    netloc = f"***@{host}" + (f":{parsed.port}" if parsed.port else "")
+    return urllib.parse.urlunsplit(parsed._replace(netloc=netloc))
+
+
+def prepared_dataset(data_dir: Path) -> dict | None:
+    """What `prepare` wrote about its data (`dataset.json`), or None for data prepared before it."""
+    try:
+        return json.loads((data_dir / "dataset.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def repo_root(env: Mapping[str, str] | None = None) -> Path:
     """The repository the stage belongs to, even when DVC runs it in a temporary copy."""
     env = os.environ if env is None else env
@@ -245,13 +306,39 @@ def tracking_uri(env: Mapping[str, str] | None = None) -> str:
     return env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root(env) / 'mlflow.db'}"
 
 
-def run_tags(stage: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Tags on every run: the stage, the git commit and DVC's experiment name and baseline."""
+def run_name(stage: str, env: Mapping[str, str] | None = None) -> str:
+    """`<DVC experiment>/<stage>` under `dvc exp run`; otherwise `<short commit>/<stage>`, or
+    `workspace/<stage>` when tracked files differ from that commit (dvc.lock aside: DVC
+    rewrites it after every stage)."""
     env = os.environ if env is None else env
-    tags = {"stage": stage}
-    commit = _git_commit()
+    if env.get("DVC_EXP_NAME"):
+        return f"{env['DVC_EXP_NAME']}/{stage}"
+    commit = _git("rev-parse", "--short", "HEAD")
+    dirty = _git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)dvc.lock")
+    return f"{commit}/{stage}" if commit and dirty == "" else f"workspace/{stage}"
+
+
+def run_tags(stage: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Tags on every run: the stage, MLflow's standard source tags (commit, branch, script,
+    user) and DVC's experiment name and baseline."""
+    import getpass
+
+    env = os.environ if env is None else env
+    script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
+    tags = {
+        "stage": stage,
+        "mlflow.runName": run_name(stage, env),
+        "mlflow.source.type": "LOCAL",
+        "mlflow.source.name": f"stages/{script}" if script.endswith(".py") else script,
+    }
+    with contextlib.suppress(Exception):
+        tags["mlflow.user"] = getpass.getuser()
+    commit = _git("rev-parse", "HEAD")
     if commit:
-        tags["git_commit"] = commit
+        tags["mlflow.source.git.commit"] = tags["git_commit"] = commit
+    branch = _git("rev-parse", "--abbrev-ref", "HEAD")
+    if branch and branch != "HEAD":
+        tags["mlflow.source.git.branch"] = branch
     for key in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV"):
         if env.get(key):
             tags[key.lower()] = env[key]
@@ -265,10 +352,18 @@ def stage_run(
     params: Mapping[str, Any],
     tags: Mapping[str, str] | None = None,
     resume_run_id: str | None = None,
+    parent_run_id: str | None = None,
+    system_metrics: bool = False,
 ) -> Iterator[MlflowTracker]:
     """Open an MLflow run for one stage (or reopen `resume_run_id`, when training resumes);
-    it ends FINISHED, FAILED or KILLED with the stage."""
+    it ends FINISHED, FAILED or KILLED with the stage.
+
+    Under `dvc exp run` the stage runs of one DVC experiment are children of one parent run
+    named after it (created by the first of them), so the UI shows them together; outside
+    an experiment the run is a child of `parent_run_id`, if given. `system_metrics` samples
+    CPU, memory and GPU use into the run's "System metrics" tab."""
     from mlflow import MlflowClient
+    from mlflow.entities import Param
     from mlflow.exceptions import MlflowException
 
     uri = tracking_uri()
@@ -276,35 +371,99 @@ def stage_run(
     client = MlflowClient(tracking_uri=uri)
     try:
         all_tags = {**run_tags(stage), **(tags or {})}
+        experiment_id = _experiment_id(client, experiment, uri)
+        parent = _experiment_parent(client, experiment_id) or parent_run_id
+        if parent:
+            all_tags["mlflow.parentRunId"] = parent
         run = _reopen(client, resume_run_id, all_tags) if resume_run_id else None
         if run is None:
-            run = client.create_run(_experiment_id(client, experiment, uri), run_name=stage, tags=all_tags)
+            run = client.create_run(experiment_id, run_name=all_tags["mlflow.runName"], tags=all_tags)
     except MlflowException as error:
         raise PipelineError(
-            f"cannot use the MLflow tracking store {uri}: {error.message}; "
+            f"cannot use the MLflow tracking store {redact(uri)}: {error.message}; "
             "check MLFLOW_TRACKING_URI or unset it to use ./mlflow.db"
         ) from None
     run_id = run.info.run_id
     tracker = MlflowTracker(client, run_id, uri, spill_path=repo_root() / "mlflow-unlogged.jsonl")
-    from mlflow.entities import Param
-
-    logged = run.data.params if resume_run_id and run.info.run_id == resume_run_id else {}
-    changed = {k: f"{logged[k]} -> {v}" for k, v in params.items() if k in logged and logged[k] != str(v)}
-    if changed:  # a resumed run given more epochs: MLflow params cannot change, so say it in tags
-        client.set_tag(run.info.run_id, "changed_params", "; ".join(f"{k}: {v}" for k, v in changed.items()))
-    items = [Param(key, str(value)) for key, value in params.items() if key not in logged]
-    for start in range(0, len(items), 100):
-        client.log_batch(run_id, params=items[start : start + 100])
+    monitor = None
     status = "FAILED"
     try:
+        logged = run.data.params if resume_run_id and run.info.run_id == resume_run_id else {}
+        changed = {k: f"{logged[k]} -> {v}" for k, v in params.items() if k in logged and logged[k] != str(v)}
+        if changed:  # a resumed run given more epochs: MLflow params cannot change, so say it in tags
+            tracker.set_tags({"changed_params": "; ".join(f"{k}: {v}" for k, v in changed.items())})
+        items = [Param(key, str(value)) for key, value in params.items() if key not in logged]
+        for start in range(0, len(items), 100):
+            client.log_batch(run_id, params=items[start : start + 100])
+        if system_metrics:
+            monitor = _system_metrics(run_id, uri, resume=bool(logged))
+        _mark_parent(client, parent, "RUNNING")
         yield tracker
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
+        if monitor is not None:
+            with contextlib.suppress(Exception):
+                monitor.finish()
         tracker.flush()
+        tracker.close()
         tracker._safely(client.set_terminated, run_id, status=status)
+        _mark_parent(client, parent, status)
+
+
+def _experiment_parent(client, experiment_id: str) -> str | None:
+    """The parent run of the current DVC experiment (created on first use), or None outside one."""
+    name = os.environ.get("DVC_EXP_NAME")
+    if not name:
+        return None
+    quoted = name.replace("'", "\\'")
+    found = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.dvc_exp_name = '{quoted}' and tags.dvc_experiment = 'true'",
+        max_results=1,
+    )
+    if found:
+        return found[0].info.run_id
+    tags = {
+        "dvc_experiment": "true",
+        "dvc_exp_name": name,
+        "mlflow.note.content": f"DVC experiment {name}: its stage runs are nested below",
+        **{k.lower(): v for k, v in os.environ.items() if k == "DVC_EXP_BASELINE_REV"},
+    }
+    commit = _git("rev-parse", "HEAD")
+    if commit:
+        tags["mlflow.source.git.commit"] = commit
+    return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+
+
+def _mark_parent(client, parent: str | None, status: str) -> None:
+    """The experiment's parent run shows the state of its latest stage."""
+    if parent is None or os.environ.get("DVC_EXP_NAME") is None:
+        return
+    with contextlib.suppress(Exception):
+        if status == "RUNNING":
+            client.update_run(parent, status="RUNNING")
+        else:
+            client.set_terminated(parent, status=status)
+
+
+def _system_metrics(run_id: str, uri: str, resume: bool):
+    """MLflow's own sampler of CPU, memory, disk, network and GPU use, every 10 s, on a thread."""
+    try:
+        import logging
+
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        logging.getLogger(SystemMetricsMonitor.__module__).setLevel(logging.WARNING)  # start/stop notices
+
+        monitor = SystemMetricsMonitor(run_id, resume_logging=resume, tracking_uri=uri)
+        monitor.start()
+        return monitor
+    except Exception as error:  # e.g. psutil missing: the stage runs without the tab
+        print(f"warning: system metrics are off ({type(error).__name__}: {error})", flush=True)
+        return None
 
 
 def _reopen(client, run_id: str, tags: Mapping[str, str]):
@@ -314,6 +473,9 @@ def _reopen(client, run_id: str, tags: Mapping[str, str]):
     try:
         run = client.get_run(run_id)
     except MlflowException:
+        return None
+    if run.info.lifecycle_stage == "deleted":
+        print(f"the MLflow run {run_id} to resume was deleted; continuing in a new run", flush=True)
         return None
     client.update_run(run_id, status="RUNNING")
     for key, value in {**tags, "resumed": "true"}.items():
@@ -331,32 +493,36 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
             requests.get(uri.rstrip("/") + "/health", timeout=timeout)
         except requests.RequestException as error:
             raise PipelineError(
-                f"the MLflow tracking server {uri} is unreachable ({type(error).__name__}); start it, "
-                "correct MLFLOW_TRACKING_URI, or unset it to track into ./mlflow.db"
+                f"the MLflow tracking server {redact(uri)} is unreachable ({type(error).__name__}); "
+                "start it, correct MLFLOW_TRACKING_URI, or unset it to track into ./mlflow.db"
             ) from None
     elif parsed.scheme == "sqlite":
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir():
             raise PipelineError(
-                f"tracking store {uri}: folder {folder} does not exist; create it or fix MLFLOW_TRACKING_URI"
+                f"tracking store {redact(uri)}: folder {folder} does not exist; "
+                "create it or fix MLFLOW_TRACKING_URI"
             )
 
 
 def _experiment_id(client, name: str, uri: str) -> str:
+    """The experiment's id (created if new), tagged to open in MLflow's model-training view."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = None
-    if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
-        location = (repo_root() / "mlartifacts").as_uri()
-    return client.create_experiment(name, artifact_location=location)
+    if experiment is None:
+        location = None
+        if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
+            location = (repo_root() / "mlartifacts").as_uri()
+        return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+    if experiment.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
+        for key, value in EXPERIMENT_KIND.items():
+            client.set_experiment_tag(experiment.experiment_id, key, value)
+    return experiment.experiment_id
 
 
-def _git_commit() -> str | None:
+def _git(*args: str) -> str | None:
+    """Output of `git ARGS` in the current folder, or None outside a git repository."""
     try:
-        result = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=False
-        )
+        result = subprocess.run(["git", *args], capture_output=True, text=True, timeout=10, check=False)
     except OSError:
         return None
     return result.stdout.strip() if result.returncode == 0 else None

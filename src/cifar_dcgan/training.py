@@ -15,6 +15,7 @@ import json
 import shutil
 import signal
 import sys
+import time
 from pathlib import Path
 
 import keras
@@ -80,6 +81,25 @@ def real_index_batches(n: int, half_batch: int, sampling: str, seed: int) -> tf.
     return draws.map(lambda x: tf.math.floormod(x, n)).prefetch(2)
 
 
+def headline_metrics(rows: list[dict], iterations: int, seconds: float, failures: int) -> dict:
+    """The numbers `dvc exp show` lists for a training: best FCD and its epoch, the last
+    snapshot's quality and D accuracies, the last epoch's mean losses, speed, failures."""
+    last = rows[-1]
+    metrics = {}
+    if "fcd" in last:
+        best = min(rows, key=lambda row: (row["fcd"], -row["epoch"]))
+        metrics |= {"best_fcd": best["fcd"], "best_fcd_epoch": best["epoch"]}
+        metrics |= {"last_fcd": last["fcd"], "last_kid": last["kid"]}
+        metrics |= {k: last[k] for k in ("class_entropy", "diversity")}
+    metrics |= {k: last[k] for k in ("acc_real", "acc_fake", "d1", "d2", "g")}
+    metrics |= {
+        "s_per_iter": seconds / max(iterations, 1),
+        "train_min": seconds / 60,
+        "failures": failures,
+    }
+    return metrics
+
+
 class SnapshotCallback(keras.callbacks.Callback):
     """Per epoch: the loss history to the tracker. Per snapshot: D's accuracy on held-out
     draws, a probe grid, the generator file and a row in snapshots.csv."""
@@ -123,6 +143,8 @@ class SnapshotCallback(keras.callbacks.Callback):
         self.restarts = 0
         self.restart_requested = False
         self.stopped_by: str | None = None
+        self.epoch_seconds: list[float] = []  # training time of each finished epoch, scoring aside
+        self.epoch_started = time.monotonic()
 
     def judge_real_images(self) -> None:
         """The FCD floor: real training images scored like a snapshot's generated ones."""
@@ -141,6 +163,7 @@ class SnapshotCallback(keras.callbacks.Callback):
         self.epochs_done = checkpoint.epochs_done
         self.rows = checkpoint.rows
         self.events, self.restarts = checkpoint.events, checkpoint.restarts
+        self.epoch_seconds = list(checkpoint.epoch_seconds)
         self.eval_rng.bit_generator.state = checkpoint.eval_rng
         for row in self.rows:
             generator = keras.models.load_model(self.snapshots_dir / f"epoch_{row['epoch']:03d}.keras")
@@ -162,6 +185,7 @@ class SnapshotCallback(keras.callbacks.Callback):
             eval_rng=self.eval_rng.bit_generator.state,
             events=list(self.events),
             restarts=self.restarts,
+            epoch_seconds=list(self.epoch_seconds),
         )
 
     def save_checkpoint(self) -> None:
@@ -212,10 +236,14 @@ class SnapshotCallback(keras.callbacks.Callback):
         if self.interrupted:
             self.model.stop_training = True  # after this iteration
 
+    def on_epoch_begin(self, epoch: int, logs=None):
+        self.epoch_started = time.monotonic()
+
     def on_epoch_end(self, epoch: int, logs=None):
         if self.interrupted:
             return  # a partial epoch: its end-of-epoch work happens after resuming
         epoch += 1  # 1-based from here on, like the snapshot files
+        seconds = time.monotonic() - self.epoch_started
         history = self.model.loss_history.numpy().copy()  # (steps_per_epoch, 3)
         first_step = (epoch - 1) * len(history) + 1
         failure = detect_failure(history, self.config.failure_window, self.config.failure_loss)
@@ -223,10 +251,12 @@ class SnapshotCallback(keras.callbacks.Callback):
             return  # nothing of this epoch is kept
         self.losses.append(history)
         self.epochs_done = epoch
+        self.epoch_seconds.append(seconds)
         for i, key in enumerate(LOSSES):
             self.tracker.log_history(key, history[:, i], first_step)
         means = dict(zip(LOSSES, history.mean(axis=0).tolist()))
-        self.tracker.log_metrics({f"epoch_{k}": v for k, v in means.items()}, step=epoch)
+        timing = {"epoch_seconds": seconds, "seconds_per_iteration": seconds / len(history)}
+        self.tracker.log_metrics({**{f"epoch_{k}": v for k, v in means.items()}, **timing}, step=epoch)
         if epoch % self.config.snapshot_every == 0 or epoch == self.config.epochs:
             self.snapshot(epoch, first_step + len(history) - 1, means, flag=failure or "")
         self.save_checkpoint()
@@ -284,17 +314,10 @@ class SnapshotCallback(keras.callbacks.Callback):
             "D accuracy at each snapshot",
         )
         last = self.rows[-1]
-        final = {
-            "epochs": last["epoch"],
-            "iterations": last["iteration"],
-            **{k: last[k] for k in self.columns[2:-1]},
-            "failures": len(self.events),
-            "restarts": self.restarts,
-        }
+        seconds = float(sum(self.epoch_seconds))
+        final = headline_metrics(self.rows, len(losses), seconds, len(self.events))
         reports = ["losses.png", "accuracy.png", "snapshots.csv", "metrics.json"]
         if self.evaluator:
-            best = min(self.rows, key=lambda row: (row["fcd"], -row["epoch"]))
-            final |= {"best_fcd": best["fcd"], "best_fcd_epoch": best["epoch"], "fcd_floor": self.fcd_floor}
             save_line_plot(
                 self.reports_dir / "quality.png",
                 epochs,
@@ -307,8 +330,17 @@ class SnapshotCallback(keras.callbacks.Callback):
                 f"FCD at each snapshot ({self.config.fcd_samples} images vs. the real test split)",
             )
             reports.append("quality.png")
+        summary = {
+            "epochs": last["epoch"],
+            "iterations": last["iteration"],
+            "restarts": self.restarts,
+            "fcd_floor": self.fcd_floor,
+            "run_id": self.tracker.run_id,
+        }
+        (self.reports_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self.tracker.log_metrics({"train_minutes": seconds / 60}, step=last["epoch"])
+        self.tracker.log_artifact(self.reports_dir / "grids" / f"epoch_{last['epoch']:03d}.png", "grids")
         (self.reports_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
-        (self.reports_dir / "run.json").write_text(json.dumps({"run_id": self.tracker.run_id}) + "\n")
         for name in reports:
             self.tracker.log_artifact(self.reports_dir / name, "reports")
 
