@@ -1,0 +1,508 @@
+"""Did it help? Compare training configurations across seeds, from the tracked runs.
+
+    cifar-dcgan-compare                      # every finished train-gan run of the experiment
+    cifar-dcgan-compare --runs base-1 base-2 base-3 smooth-1 smooth-2 smooth-3
+    cifar-dcgan-compare --baseline train_gan.label_smoothing=0.0 --fcd-threshold 60
+
+Reads the finished `train-gan` runs of the MLflow experiment (`tracking.experiment`), groups
+them by the params that differ between them (the seed aside: runs that differ only in
+`train_gan.seed` are replicates), and compares every group with a baseline group: the one at
+the values of `params.yaml`, or the one `--baseline key=value ...` names.
+
+Per group: the seeds, mean and 95% t-interval of best FCD, last FCD, KID, class entropy and
+diversity, the FCD curve, seconds per iteration, and the training wall-clock and iterations
+until FCD first reaches the threshold. Against the baseline: the difference of mean best FCD
+with its 95% Welch interval and a verdict in words. With fewer than ~8 seeds per group a
+bootstrap has too few distinct resamples, so the intervals are t-intervals.
+
+Writes `report.md` (also printed), `comparison.json`, `fcd_curves.png` and `grids.png` into
+`--out` (default `reports/compare`) and logs them to an MLflow run (stage `compare`).
+"""
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from cifar_dcgan.errors import PipelineError
+
+SEED = "train_gan.seed"
+QUALITY_KEYS = ("best_fcd", "last_fcd", "last_kid", "class_entropy", "diversity")
+COLLAPSE_BITS = 1.0  # a last snapshot whose predicted classes carry less entropy has collapsed
+HISTORIES = ("fcd", "kid", "class_entropy", "diversity", "epoch_seconds", "seconds_per_iteration")
+
+
+@dataclasses.dataclass
+class Run:
+    """One finished, scored training run, as the comparison needs it."""
+
+    run_id: str
+    name: str
+    params: dict[str, str]
+    seed: str
+    evaluator: str
+    curve: dict[int, float]  # epoch -> FCD
+    last: dict[str, float]  # KID, class entropy, diversity of the last snapshot
+    epoch_seconds: dict[int, float]
+    iterations_per_epoch: float
+    start_time: int
+
+    @property
+    def best_fcd(self) -> float:
+        return min(self.curve.values())
+
+    @property
+    def last_fcd(self) -> float:
+        return self.curve[max(self.curve)]
+
+    def values(self) -> dict[str, float]:
+        return {"best_fcd": self.best_fcd, "last_fcd": self.last_fcd, **self.last}
+
+    def seconds_per_iteration(self) -> float | None:
+        if not self.epoch_seconds or not self.iterations_per_epoch:
+            return None
+        return sum(self.epoch_seconds.values()) / (len(self.epoch_seconds) * self.iterations_per_epoch)
+
+    def reaches(self, threshold: float) -> tuple[float, int] | None:
+        """(training seconds, iterations) until the FCD first is at most `threshold`, or None."""
+        for epoch in sorted(self.curve):
+            if self.curve[epoch] <= threshold:
+                seconds = sum(s for e, s in self.epoch_seconds.items() if e <= epoch)
+                return seconds, round(epoch * self.iterations_per_epoch)
+        return None
+
+
+def mean_interval(values: Sequence[float], level: float = 0.95) -> dict:
+    """Mean, standard deviation and the t-interval of the mean (None below 2 values)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    out = {"n": len(x), "mean": float(x.mean()), "sd": None, "low": None, "high": None}
+    if len(x) >= 2:
+        sd = float(x.std(ddof=1))
+        half = float(stats.t.ppf(0.5 + level / 2, len(x) - 1)) * sd / math.sqrt(len(x))
+        out |= {"sd": sd, "low": out["mean"] - half, "high": out["mean"] + half}
+    return out
+
+
+def welch_difference(group: Sequence[float], baseline: Sequence[float], level: float = 0.95) -> dict:
+    """Difference of means (group - baseline) with its Welch t-interval (None below 2 each)."""
+    from scipy import stats
+
+    a, b = np.asarray(group, dtype=float), np.asarray(baseline, dtype=float)
+    out = {"difference": float(a.mean() - b.mean()), "low": None, "high": None, "df": None}
+    if len(a) < 2 or len(b) < 2:
+        return out
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:
+        return out | {"low": out["difference"], "high": out["difference"], "df": float("inf")}
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
+    return out | {"low": out["difference"] - half, "high": out["difference"] + half, "df": float(df)}
+
+
+def verdict(label: str, group: dict, baseline: dict, difference: dict) -> str:
+    """One sentence: lower, higher, or no difference detectable with these seeds."""
+    n, n0 = group["n"], baseline["n"]
+    head = f"{label}: best FCD {_mean_ci(group)} vs {_mean_ci(baseline)}"
+    if difference["low"] is None:
+        return f"{head}: no interval; it needs 2 or more seeds in both groups ({n} vs {n0})"
+    if difference["high"] < 0:
+        return f"{head}: lower (better); the CI of the difference excludes 0"
+    if difference["low"] > 0:
+        return f"{head}: higher (worse); the CI of the difference excludes 0"
+    return f"{head}: no difference detectable with {n} vs {n0} seeds"
+
+
+def load_runs(client, experiment_id: str, names: Sequence[str] = (), tag: str | None = None):
+    """The comparable train-gan runs, and one line for every run left out and why."""
+    filters = ["tags.stage = 'train-gan'"]
+    if tag:
+        key, _, value = tag.partition("=")
+        filters.append(f"tags.`{key}` = '{value}'")
+    found = client.search_runs([experiment_id], " and ".join(filters), max_results=5000)
+    wanted = set(names)
+    runs, skipped = [], []
+    for r in found:
+        name = r.data.tags.get("dvc_exp_name") or r.info.run_name
+        if wanted and name not in wanted and r.info.run_name not in wanted:
+            continue
+        label = f"run {r.info.run_id[:8]} ({r.info.run_name})"
+        if r.info.status != "FINISHED":
+            skipped.append(f"{label}: {r.info.status.lower()}, skipped")
+            continue
+        if r.data.metrics.get("failures", 0) or r.data.tags.get("failures"):
+            skipped.append(f"{label}: flagged by failure detection, skipped")
+            continue
+        histories = {key: client.get_metric_history(r.info.run_id, key) for key in HISTORIES}
+        if not histories["fcd"]:
+            skipped.append(f"{label}: its snapshots were not scored (no FCD), skipped")
+            continue
+        if "evaluator_digest" not in r.data.tags:
+            skipped.append(f"{label}: no evaluator_digest tag (tracked by an older version), skipped")
+            continue
+        by_step = {key: {m.step: m.value for m in values} for key, values in histories.items()}
+        last_epoch = max(by_step["fcd"])
+        seconds, per_iteration = by_step["epoch_seconds"], by_step["seconds_per_iteration"]
+        steps = [seconds[e] / per_iteration[e] for e in seconds if per_iteration.get(e)]
+        runs.append(
+            Run(
+                run_id=r.info.run_id,
+                name=r.info.run_name,
+                params=dict(r.data.params),
+                seed=r.data.params.get(SEED, "?"),
+                evaluator=r.data.tags["evaluator_digest"],
+                curve=by_step["fcd"],
+                last={
+                    "last_kid": by_step["kid"].get(last_epoch, math.nan),
+                    "class_entropy": by_step["class_entropy"].get(last_epoch, math.nan),
+                    "diversity": by_step["diversity"].get(last_epoch, math.nan),
+                },
+                epoch_seconds=seconds,
+                iterations_per_epoch=float(np.median(steps)) if steps else 0.0,
+                start_time=r.info.start_time,
+            )
+        )
+    return runs, skipped
+
+
+def group_runs(runs: list[Run]) -> tuple[list[str], dict[tuple, list[Run]], list[str]]:
+    """(the params that differ, seed aside; groups keyed by their values; lines about
+    replicates dropped). Of two runs with the same params and seed only the newest counts:
+    on one machine they are the same training, not two seeds."""
+    keys = sorted({k for r in runs for k in r.params} - {SEED})
+    differing = [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
+    groups: dict[tuple, dict[str, Run]] = {}
+    notes = []
+    for r in sorted(runs, key=lambda r: r.start_time):
+        key = tuple(r.params.get(k) for k in differing)
+        seeds = groups.setdefault(key, {})
+        if r.seed in seeds:
+            notes.append(
+                f"run {seeds[r.seed].name} and {r.name} share params and seed {r.seed}: the newer counts"
+            )
+        seeds[r.seed] = r
+    ordered = {
+        key: sorted(seeds.values(), key=lambda r: r.seed) for key, seeds in sorted(groups.items(), key=str)
+    }
+    return differing, ordered, notes
+
+
+def check_comparable(runs: list[Run]) -> None:
+    """Refuse to pool FCDs of different judges or of different sample counts."""
+    judges = sorted({r.evaluator for r in runs})
+    if len(judges) > 1:
+        raise PipelineError(
+            f"the runs were scored by {len(judges)} different evaluators (digests "
+            f"{', '.join(j[:12] for j in judges)}): FCD from different classifiers is not comparable. "
+            "Compare the runs of one judge: --runs NAME ... or --tag evaluator_digest=DIGEST"
+        )
+    counts = sorted({r.params.get("train_gan.fcd_samples") for r in runs}, key=str)
+    if len(counts) > 1:
+        raise PipelineError(
+            f"train_gan.fcd_samples differs between the runs ({', '.join(map(str, counts))}): FCD depends "
+            "on the number of images; compare runs scored on the same count (--runs NAME ...)"
+        )
+
+
+def pick_baseline(differing: list[str], groups: dict, baseline: dict[str, str]) -> tuple:
+    """The group whose differing params equal `baseline` (a key's value as MLflow logged it)."""
+    unknown = sorted(set(baseline) - set(differing))
+    if unknown and not set(baseline) & set(differing):
+        raise PipelineError(
+            f"--baseline {', '.join(unknown)}: not among the params that differ between the runs "
+            f"({', '.join(differing) or 'none'})"
+        )
+    matches = [
+        key
+        for key in groups
+        if all(key[differing.index(k)] == v for k, v in baseline.items() if k in differing)
+    ]
+    if not matches:
+        listed = "; ".join(_label(differing, key) for key in groups)
+        raise PipelineError(
+            f"no group of runs has {', '.join(f'{k}={v}' for k, v in baseline.items())}; the groups are: "
+            f"{listed}. Name one with --baseline KEY=VALUE ..."
+        )
+    if len(matches) > 1:
+        listed = "; ".join(_label(differing, key) for key in matches)
+        raise PipelineError(f"--baseline matches several groups ({listed}); give more KEY=VALUE pairs")
+    return matches[0]
+
+
+def compare(runs: list[Run], baseline: dict[str, str], threshold: float | None = None) -> dict:
+    """Everything the report says, as data: one entry per group, baseline first."""
+    if not runs:
+        raise PipelineError("no finished, scored train-gan runs to compare")
+    check_comparable(runs)
+    differing, groups, notes = group_runs(runs)
+    base_key = pick_baseline(differing, groups, baseline) if differing else next(iter(groups))
+    stats = {
+        key: {k: mean_interval([r.values()[k] for r in members]) for k in QUALITY_KEYS}
+        for key, members in groups.items()
+    }
+    if threshold is None:  # the level every group reaches on average: its worst mean best FCD
+        threshold = max(s["best_fcd"]["mean"] for s in stats.values())
+    entries = []
+    for key in [base_key, *[k for k in groups if k != base_key]]:
+        members = groups[key]
+        speed = [s for s in (r.seconds_per_iteration() for r in members) if s is not None]
+        reached = [hit for hit in (r.reaches(threshold) for r in members) if hit]
+        entry = {
+            "label": _label(differing, key),
+            "params": dict(zip(differing, key)),
+            "baseline": key == base_key,
+            "seeds": [r.seed for r in members],
+            "runs": [{"run_id": r.run_id, "name": r.name, "seed": r.seed, **r.values()} for r in members],
+            **stats[key],
+            "median_best_fcd": float(np.median([r.best_fcd for r in members])),
+            "collapsed": sum(r.last["class_entropy"] < COLLAPSE_BITS for r in members),
+            "seconds_per_iteration": mean_interval(speed) if speed else None,
+            "reached_threshold": len(reached),
+            "seconds_to_threshold": float(np.mean([s for s, _ in reached])) if reached else None,
+            "iterations_to_threshold": float(np.mean([i for _, i in reached])) if reached else None,
+            "curve": _mean_curve(members),
+        }
+        if key != base_key:
+            diff = welch_difference([r.best_fcd for r in members], [r.best_fcd for r in groups[base_key]])
+            entry["best_fcd_difference"] = diff
+            entry["verdict"] = verdict(
+                entry["label"], stats[key]["best_fcd"], stats[base_key]["best_fcd"], diff
+            )
+        entries.append(entry)
+    return {
+        "differing_params": differing,
+        "fcd_threshold": threshold,
+        "evaluator_digest": runs[0].evaluator,
+        "fcd_samples": runs[0].params.get("train_gan.fcd_samples"),
+        "notes": notes,
+        "groups": entries,
+    }
+
+
+def _mean_curve(members: list[Run]) -> dict:
+    """Mean FCD per epoch over the seeds that have it, with the t-interval where 2+ do."""
+    epochs = sorted({e for r in members for e in r.curve})
+    curve = {"epoch": [], "mean": [], "low": [], "high": [], "n": []}
+    for epoch in epochs:
+        s = mean_interval([r.curve[epoch] for r in members if epoch in r.curve])
+        for k in ("mean", "low", "high", "n"):
+            curve[k].append(s[k])
+        curve["epoch"].append(epoch)
+    return curve
+
+
+def _label(differing: list[str], key: tuple) -> str:
+    return ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in zip(differing, key)) or "all runs"
+
+
+def _mean_ci(s: dict) -> str:
+    if s["low"] is None:
+        return _number(s["mean"])
+    return f"{_number(s['mean'])} [{_number(s['low'])}, {_number(s['high'])}]"
+
+
+def _number(x: float, signed: bool = False) -> str:
+    """One decimal from 10 up (FCD 23.1), three significant digits below (KID 0.0123)."""
+    text = f"{x:+.1f}" if signed else f"{x:.1f}"
+    return text if abs(x) >= 10 else (f"{x:+.3g}" if signed else f"{x:.3g}")
+
+
+def markdown(result: dict, skipped: list[str]) -> str:
+    """The report: one row per group, then the verdicts, then what was left out."""
+    t = result["fcd_threshold"]
+    lines = [
+        "# Comparison across seeds",
+        "",
+        f"Differing params: {', '.join(result['differing_params']) or 'none'}. FCD of "
+        f"{result['fcd_samples']} images, evaluator {result['evaluator_digest'][:12]}; lower is better. "
+        "Means with 95% t-intervals over seeds; a group of one seed has no interval.",
+        "",
+        "| group | seeds | best FCD | last FCD | KID | class entropy | diversity | s / iteration "
+        f"| to FCD <= {t:.1f} |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for g in result["groups"]:
+        speed = g["seconds_per_iteration"]
+        reach = (
+            f"{g['reached_threshold']}/{len(g['seeds'])} seeds, {g['seconds_to_threshold'] / 60:.1f} min, "
+            f"{g['iterations_to_threshold']:.0f} it"
+            if g["reached_threshold"]
+            else f"0/{len(g['seeds'])} seeds"
+        )
+        lines.append(
+            f"| {g['label']}{' (baseline)' if g['baseline'] else ''} | {len(g['seeds'])} "
+            f"| {_mean_ci(g['best_fcd'])} | {_mean_ci(g['last_fcd'])} | {_mean_ci(g['last_kid'])} "
+            f"| {_mean_ci(g['class_entropy'])} | {_mean_ci(g['diversity'])} "
+            f"| {_mean_ci(speed) if speed else '-'} | {reach} |"
+        )
+    lines += ["", "## Against the baseline", ""]
+    for g in result["groups"]:
+        if g["baseline"]:
+            continue
+        d = g["best_fcd_difference"]
+        interval = f" [{_number(d['low'], True)}, {_number(d['high'], True)}]" if d["low"] is not None else ""
+        lines.append(f"- {g['verdict']} (difference {_number(d['difference'], True)}{interval})")
+    if len(result["groups"]) == 1:
+        lines.append("- only one group: nothing to compare with")
+    single = [g["label"] for g in result["groups"] if len(g["seeds"]) < 2]
+    if single:
+        lines.append(f"- {', '.join(single)}: one seed; a confidence interval needs 2 or more seeds")
+    collapsed = [
+        f"{g['label']} {g['collapsed']}/{len(g['seeds'])}" for g in result["groups"] if g["collapsed"]
+    ]
+    if collapsed:
+        lines.append(
+            f"- collapsed at the last snapshot (class entropy < {COLLAPSE_BITS} bit): {', '.join(collapsed)}"
+        )
+    if skipped or result["notes"]:
+        lines += ["", "## Left out", "", *[f"- {line}" for line in skipped + result["notes"]]]
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(result: dict, path: Path) -> None:
+    """FCD per epoch: each group's mean over seeds, its 95% interval as a band."""
+    from cifar_dcgan.images import plt
+
+    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for g in result["groups"]:
+        c = g["curve"]
+        line = axes.plot(c["epoch"], c["mean"], marker="o", label=f"{g['label']} ({len(g['seeds'])} seeds)")
+        banded = [i for i, low in enumerate(c["low"]) if low is not None]
+        if banded:
+            axes.fill_between(
+                [c["epoch"][i] for i in banded],
+                [c["low"][i] for i in banded],
+                [c["high"][i] for i in banded],
+                color=line[0].get_color(),
+                alpha=0.2,
+            )
+    axes.set(
+        xlabel="epoch", ylabel="FCD (lower is better)", title="FCD per snapshot: mean and 95% CI over seeds"
+    )
+    axes.grid(alpha=0.3)
+    axes.legend()
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
+
+
+def plot_grids(result: dict, client, path: Path) -> None:
+    """The last probe grid of one seed (the first) per group, side by side, labelled."""
+    import matplotlib.image
+
+    from cifar_dcgan.images import plt
+
+    groups = result["groups"]
+    figure, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups), 4.2), squeeze=False)
+    with tempfile.TemporaryDirectory() as folder:
+        for ax, g in zip(axes.flat, groups):
+            ax.axis("off")
+            first = g["runs"][0]
+            ax.set_title(f"{g['label']}\nseed {first['seed']}, best FCD {first['best_fcd']:.1f}", fontsize=9)
+            try:
+                local = Path(client.download_artifacts(first["run_id"], "grids", folder))
+                grids = sorted(local.glob("epoch_*.png"))
+            except Exception:  # a run tracked before grids were logged as artifacts
+                grids = []
+            if grids:
+                ax.imshow(matplotlib.image.imread(grids[-1]))
+            else:
+                ax.text(0.5, 0.5, "no grid logged", ha="center", va="center")
+    figure.suptitle("Last snapshot's probe grid, one seed per group")
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
+    pairs = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise PipelineError(f"{flag} {item}: expected KEY=VALUE, e.g. train_gan.label_smoothing=0.1")
+        pairs[key] = value
+    return pairs
+
+
+def main(argv: list[str] | None = None) -> None:
+    from mlflow import MlflowClient
+
+    from cifar_dcgan.config import flatten, load_params
+    from cifar_dcgan.tracking import check_store, redact, stage_run, tracking_uri
+
+    parser = argparse.ArgumentParser(
+        prog="cifar-dcgan-compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"))
+    parser.add_argument("--experiment", help="MLflow experiment (default: tracking.experiment in params)")
+    parser.add_argument("--runs", nargs="+", default=(), metavar="NAME", help="DVC experiment or run names")
+    parser.add_argument("--tag", metavar="KEY=VALUE", help="only runs with this tag")
+    parser.add_argument(
+        "--baseline", nargs="+", default=(), metavar="KEY=VALUE", help="the baseline group (default: params)"
+    )
+    parser.add_argument("--fcd-threshold", type=float, help="default: the worst group's mean best FCD")
+    parser.add_argument("--out", type=Path, default=Path("reports/compare"))
+    parser.add_argument("--no-track", action="store_true", help="do not log the report to MLflow")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        if args.tag is not None:
+            _pairs([args.tag], "--tag")
+        params = load_params(args.params, "tracking", "model", "train_gan")
+        experiment = args.experiment or params["tracking"].experiment
+        uri = tracking_uri()
+        check_store(uri)
+        client = MlflowClient(uri)
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise PipelineError(
+                f"the tracking store {redact(uri)} has no experiment '{experiment}'; run a sweep first"
+            )
+        runs, skipped = load_runs(client, found.experiment_id, args.runs, args.tag)
+        for line in skipped:
+            print(f"skipped: {line}", file=sys.stderr)
+        if not runs:
+            raise PipelineError(
+                f"no finished, scored train-gan runs in experiment '{experiment}' of {redact(uri)}"
+                + (f" named {', '.join(args.runs)}" if args.runs else "")
+                + "; queue a sweep (README: Comparing configurations)"
+            )
+        defaults = {k: str(v) for k, v in flatten({k: params[k] for k in ("model", "train_gan")}).items()}
+        result = compare(runs, _pairs(args.baseline, "--baseline") or defaults, args.fcd_threshold)
+    except PipelineError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    report = markdown(result, skipped)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "report.md").write_text(report)
+    (args.out / "comparison.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot_curves(result, args.out / "fcd_curves.png")
+    plot_grids(result, client, args.out / "grids.png")
+    print(report)
+    if not args.no_track:
+        summary = {
+            "runs": len(runs),
+            "groups": len(result["groups"]),
+            "fcd_threshold": result["fcd_threshold"],
+        }
+        with stage_run(
+            "compare", experiment, summary, {"compared_runs": ",".join(r.run_id for r in runs)[:5000]}
+        ) as tracker:
+            for name in ("report.md", "comparison.json", "fcd_curves.png", "grids.png"):
+                tracker.log_artifact(args.out / name, "compare")
+    print(f"written to {args.out}/ (report.md, comparison.json, fcd_curves.png, grids.png)")
+
+
+if __name__ == "__main__":
+    main()

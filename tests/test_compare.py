@@ -1,0 +1,170 @@
+"""cifar-dcgan-compare on runs with known numbers, made in a temporary MLflow store."""
+
+import json
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
+
+from cifar_dcgan.compare import main
+from conftest import REPO
+
+BASE = {"train_gan.label_smoothing": "0.0", "train_gan.fcd_samples": "5000", "train_gan.epochs": "200"}
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("cifar10-dcgan", (tmp_path / "artifacts").as_uri())
+    return client, experiment
+
+
+def add_run(
+    store,
+    seed: int,
+    curve: list[float],
+    status: str = "FINISHED",
+    evaluator: str = "judge-a",
+    epoch_seconds: float = 60.0,
+    iterations_per_epoch: int = 100,
+    entropy: float = 3.0,
+    failures: int = 0,
+    **params,
+) -> str:
+    """A train-gan run as the stage logs it: params, tags, FCD and timing per epoch."""
+    client, experiment = store
+    tags = {"stage": "train-gan", "evaluator_digest": evaluator}
+    run = client.create_run(experiment, run_name=f"s{seed}/train-gan", tags=tags)
+    values = {**BASE, **params, "train_gan.seed": str(seed)}
+    metrics = [Metric("failures", failures, 0, 0)]
+    for epoch, fcd in enumerate(curve, start=1):
+        metrics += [
+            Metric("fcd", fcd, 0, epoch),
+            Metric("kid", fcd / 100, 0, epoch),
+            Metric("class_entropy", entropy, 0, epoch),
+            Metric("diversity", 0.5, 0, epoch),
+            Metric("epoch_seconds", epoch_seconds, 0, epoch),
+            Metric("seconds_per_iteration", epoch_seconds / iterations_per_epoch, 0, epoch),
+        ]
+    client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in values.items()])
+    client.set_terminated(run.info.run_id, status=status)
+    return run.info.run_id
+
+
+def compare_cli(tmp_path, *args) -> dict:
+    main(["--params", str(REPO / "params.yaml"), "--out", str(tmp_path / "cmp"), *args])
+    return json.loads((tmp_path / "cmp" / "comparison.json").read_text())
+
+
+def by_label(result: dict) -> dict:
+    return {g["label"]: g for g in result["groups"]}
+
+
+def test_means_intervals_and_verdicts_on_known_numbers(store, tmp_path):
+    # best FCD per seed: baseline 20, 22, 24; +10 worse; -10 better; the same mean, wider spread
+    arms = {"0.0": [20, 22, 24], "0.1": [30, 32, 34], "0.2": [10, 12, 14], "0.3": [18, 22, 26]}
+    for smoothing, bests in arms.items():
+        for seed, best in enumerate(bests, start=1):
+            add_run(store, seed, [best + 15, best], **{"train_gan.label_smoothing": smoothing})
+    result = compare_cli(tmp_path, "--no-track")
+    assert result["differing_params"] == ["train_gan.label_smoothing"]  # the seed is no group
+    groups = by_label(result)
+    assert list(groups) == [f"label_smoothing={s}" for s in ("0.0", "0.1", "0.2", "0.3")]
+    base = groups["label_smoothing=0.0"]
+    assert base["baseline"] and base["seeds"] == ["1", "2", "3"]
+    # mean 22, sd 2, t(0.975, 2) = 4.3027: 22 +- 4.9683
+    assert base["best_fcd"]["mean"] == pytest.approx(22)
+    assert (base["best_fcd"]["low"], base["best_fcd"]["high"]) == pytest.approx((17.0317, 26.9683), abs=1e-3)
+    assert base["last_fcd"]["mean"] == pytest.approx(22)
+    assert base["curve"]["epoch"] == [1, 2] and base["curve"]["mean"] == pytest.approx([37, 22])
+    # Welch: difference 10, se sqrt(4/3 + 4/3), df 4, t(0.975, 4) = 2.7764: 10 +- 4.5339
+    worse = groups["label_smoothing=0.1"]["best_fcd_difference"]
+    assert worse["difference"] == pytest.approx(10) and worse["df"] == pytest.approx(4)
+    assert (worse["low"], worse["high"]) == pytest.approx((5.4661, 14.5339), abs=1e-3)
+    assert "higher (worse); the CI of the difference excludes 0" in groups["label_smoothing=0.1"]["verdict"]
+    assert "lower (better); the CI of the difference excludes 0" in groups["label_smoothing=0.2"]["verdict"]
+    assert groups["label_smoothing=0.3"]["verdict"].endswith("no difference detectable with 3 vs 3 seeds")
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "label_smoothing=0.1: best FCD 32.0 [27.0, 37.0] vs 22.0 [17.0, 27.0]: higher (worse)" in report
+    # the threshold is the worst group's mean best FCD (32): every run reached it at epoch 1 or 2
+    assert result["fcd_threshold"] == pytest.approx(32)
+    assert base["reached_threshold"] == 3 and base["seconds_to_threshold"] == pytest.approx(120)
+    assert base["iterations_to_threshold"] == pytest.approx(200)
+    assert base["seconds_per_iteration"]["mean"] == pytest.approx(0.6)
+    assert (tmp_path / "cmp" / "fcd_curves.png").stat().st_size > 10_000
+    assert (tmp_path / "cmp" / "grids.png").stat().st_size > 5_000
+
+
+def test_baseline_named_on_the_command_line_and_a_threshold(store, tmp_path):
+    for seed, best in enumerate([20, 22, 24], start=1):
+        add_run(store, seed, [best + 15, best])
+        add_run(store, seed, [best + 5, best - 10], epoch_seconds=30, **{"train_gan.label_smoothing": "0.1"})
+    result = compare_cli(
+        tmp_path, "--no-track", "--baseline", "train_gan.label_smoothing=0.1", "--fcd-threshold", "27"
+    )
+    base, other = result["groups"]
+    assert base["label"] == "label_smoothing=0.1" and base["baseline"]
+    assert other["best_fcd_difference"]["difference"] == pytest.approx(10)
+    # 0.1 reaches FCD 27 at epoch 1 for seeds 1, 2 (25, 27), at epoch 2 for seed 3: 30 + 30 + 60 s
+    assert base["reached_threshold"] == 3 and base["seconds_to_threshold"] == pytest.approx(40)
+    assert other["reached_threshold"] == 3 and other["seconds_to_threshold"] == pytest.approx(120)
+
+
+def test_one_seed_shows_means_and_says_a_ci_needs_two(store, tmp_path, capsys):
+    for seed, best in enumerate([20, 22, 24], start=1):
+        add_run(store, seed, [best])
+    add_run(store, 1, [30], **{"train_gan.label_smoothing": "0.1"})
+    result = compare_cli(tmp_path, "--no-track")
+    single = by_label(result)["label_smoothing=0.1"]
+    assert single["best_fcd"]["mean"] == 30 and single["best_fcd"]["low"] is None
+    out = capsys.readouterr().out
+    assert "label_smoothing=0.1: one seed; a confidence interval needs 2 or more seeds" in out
+    assert "it needs 2 or more seeds in both groups (1 vs 3)" in out
+
+
+def test_fcd_of_different_evaluators_is_never_pooled(store, tmp_path, capsys):
+    add_run(store, 1, [20], evaluator="judge-a")
+    add_run(store, 2, [22], evaluator="judge-b")
+    with pytest.raises(SystemExit) as exit_info:
+        compare_cli(tmp_path, "--no-track")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "scored by 2 different evaluators" in err and "not comparable" in err
+    assert "Traceback" not in err and not (tmp_path / "cmp").exists()
+
+
+def test_unfinished_failed_and_flagged_runs_are_skipped_with_a_line(store, tmp_path, capsys):
+    for seed in (1, 2):
+        add_run(store, seed, [20 + seed])
+    running = add_run(store, 3, [10], status="RUNNING")
+    failed = add_run(store, 4, [10], status="FAILED")
+    flagged = add_run(store, 5, [10], failures=1)
+    result = compare_cli(tmp_path, "--no-track")
+    assert result["groups"][0]["seeds"] == ["1", "2"]
+    err = capsys.readouterr().err
+    assert f"run {running[:8]} (s3/train-gan): running, skipped" in err
+    assert f"run {failed[:8]} (s4/train-gan): failed, skipped" in err
+    assert f"run {flagged[:8]} (s5/train-gan): flagged by failure detection, skipped" in err
+
+
+def test_no_runs_is_one_clear_line(store, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        compare_cli(tmp_path, "--no-track")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: no finished, scored train-gan runs in experiment 'cifar10-dcgan'")
+    assert "Traceback" not in err
+
+
+def test_the_report_is_logged_to_its_own_mlflow_run(store, tmp_path):
+    client, experiment = store
+    for seed in (1, 2):
+        add_run(store, seed, [20 + seed])
+        add_run(store, seed, [25 + seed], **{"train_gan.label_smoothing": "0.1"})
+    compare_cli(tmp_path)
+    (run,) = client.search_runs([experiment], "tags.stage = 'compare'")
+    assert run.info.status == "FINISHED" and run.info.run_name.endswith("/compare")
+    logged = sorted(a.path for a in client.list_artifacts(run.info.run_id, "compare"))
+    assert logged == [f"compare/{n}" for n in ("comparison.json", "fcd_curves.png", "grids.png", "report.md")]
