@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install browser repro test test-fast bench lint format clean
+.PHONY: help install browser repro compare test test-fast bench lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ install: $(STAMP)  ## create .venv and install the pinned requirements
 
 repro: $(STAMP)  ## run the whole pipeline (dvc repro)
 	dvc repro
+
+compare: $(STAMP)  ## compare the tracked training runs across seeds (cifar-dcgan-compare)
+	cifar-dcgan-compare
 
 test: $(STAMP) browser  ## run all tests, slow end-to-end ones included
 	pytest

@@ -272,3 +272,28 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+USER_STATE = ("mlflow.db", "mlartifacts", "mlflow-unlogged.jsonl", "data", "models", "reports", "dvc.lock")
+
+
+def _state(root: Path) -> dict[str, tuple[int, int]]:
+    """Size and modification time of every file of the user's own state in `root`."""
+    seen = {}
+    for name in USER_STATE:
+        path = root / name
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for file in files:
+            stat = file.stat()
+            seen[str(file.relative_to(root))] = (stat.st_size, stat.st_mtime_ns)
+    return seen
+
+
+@pytest.fixture(scope="session", autouse=True)
+def users_state_is_untouched():
+    """The suite never writes into the repository's own tracking store, data or models."""
+    before = _state(REPO)
+    yield
+    after = _state(REPO)
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"the tests changed the repository's own state: {changed[:10]}"

@@ -172,7 +172,8 @@ def test_interpolation_ends_at_both_points_and_slerp_keeps_the_norm():
     "argv, message",
     [
         (["--model", "nowhere.keras", "--grid", "g.png"], "model file not found: nowhere.keras"),
-        (["--n", "0", "--grid", "g.png"], "--n must be >= 1"),
+        (["--n", "-5", "--grid", "g.png"], "error: argument --n: must be at least 1 (got -5)"),
+        (["--steps", "1", "--grid", "g.png"], "error: argument --steps: must be at least 2 (got 1)"),
         (
             ["--model", "models:/no-such-model@champion", "--grid", "g.png"],
             "cannot load models:/no-such-model@champion",
@@ -185,7 +186,9 @@ def test_generate_bad_arguments(tmp_path, monkeypatch, capsys, argv, message):
     with pytest.raises(SystemExit) as exit_:
         main(argv)
     assert exit_.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err
+    assert "(got 10)" not in err  # the default --steps is fine: only what is wrong is named
 
 
 def test_a_model_with_a_lambda_layer_is_refused_unless_allowed(tmp_path, capsys):
@@ -212,3 +215,23 @@ def test_latent_points_follow_the_training_distribution():
     assert uniform.dtype == np.float32 and uniform.min() >= -1.0 and uniform.max() <= 1.0
     gaussian = latents(argparse.Namespace(**{**vars(args), "distribution": "gaussian"}), 100)
     assert gaussian.min() < -3.0 and gaussian.max() > 3.0
+
+
+def test_generate_prints_no_tensorflow_start_up_lines(tmp_path, generator_file):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    command = Path(sys.executable).parent / "cifar-dcgan-generate"
+    result = subprocess.run(
+        [str(command), "--model", str(generator_file), "--n", "2", "--grid", str(tmp_path / "g.png")],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=True,
+    )
+    for noise in ("cpu_feature_guard", "oneDNN custom operations", "absl::InitializeLog"):
+        assert noise not in result.stderr + result.stdout
+    assert result.stdout.strip() == f"generated 2 image(s) from {generator_file}"

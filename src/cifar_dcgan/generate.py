@@ -83,7 +83,7 @@ def latents(args, latent_dim: int) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="cifar-dcgan-generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="models/generator.keras", help=".keras file or models:/ URI")
     parser.add_argument("--n", type=int, default=49, help="number of images")
@@ -105,11 +105,13 @@ def main(argv: list[str] | None = None) -> None:
         "--allow-unsafe", action="store_true", help="load models with Lambda layers (runs code)"
     )
     args = parser.parse_args(argv)
+    if args.n < 1:
+        parser.error(f"argument --n: must be at least 1 (got {args.n})")
+    if args.steps < 2:
+        parser.error(f"argument --steps: must be at least 2 (got {args.steps})")
+    if args.grid is None and args.out_dir is None:
+        parser.error("nothing to write: give --grid FILE.png and/or --out-dir DIR")
     try:
-        if args.n <= 0 or args.steps < 2:
-            raise PipelineError(f"--n must be >= 1 (got {args.n}) and --steps >= 2 (got {args.steps})")
-        if args.grid is None and args.out_dir is None:
-            raise PipelineError("nothing to write: give --grid FILE.png and/or --out-dir DIR")
         generator = load_generator(args.model, args.allow_unsafe)
         images = generator.predict(latents(args, int(generator.input_shape[-1])), verbose=0)  # (n, 32, 32, 3)
         if args.grid:

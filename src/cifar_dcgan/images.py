@@ -28,12 +28,13 @@ def tile(images: np.ndarray, columns: int = 7, pad: int = 2) -> np.ndarray:
 
 
 def save_grid(images: np.ndarray, path: Path, columns: int = 7, scale: int = 4) -> np.ndarray:
-    """Tile `images`, upscale each pixel `scale` times so 32x32 images are visible, save PNG."""
+    """Tile `images`, upscale each pixel `scale` times so 32x32 images are visible, save PNG;
+    returns the upscaled grid in [0, 1] (what the MLflow image chart shows full screen)."""
     grid = tile(images, columns)
     big = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     plt.imsave(path, big)
-    return grid
+    return big
 
 
 def save_line_plot(
