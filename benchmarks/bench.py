@@ -178,6 +178,29 @@ def tracking_cost(steps_per_epoch: int = 390, epochs: int = 20, snapshot_every: 
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def system_metrics_cost(seconds: float = 40.0) -> dict[str, float]:
+    """CPU time MLflow's system-metrics sampler (what train-gan and train-evaluator start, every
+    10 s) takes, measured on an otherwise idle process: its share of one core."""
+    from mlflow import MlflowClient
+    from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+    folder = Path(tempfile.mkdtemp())
+    try:
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        client = MlflowClient(uri)
+        run = client.create_run(client.create_experiment("bench", (folder / "art").as_uri()))
+        cpu, wall = time.process_time(), time.perf_counter()
+        monitor = SystemMetricsMonitor(run.info.run_id, tracking_uri=uri)
+        monitor.start()
+        time.sleep(seconds)
+        monitor.finish()
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        samples = len(client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage"))
+        return {"core_share": cpu / wall, "cpu_s": cpu, "wall_s": wall, "samples": samples}
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def snapshot_scoring(model_params, train_params, evaluator_params) -> float:
     """Seconds to generate `fcd_samples` images and score them with a default-size
     evaluator (its weights do not change the cost), as train-gan does at each snapshot."""
@@ -325,6 +348,7 @@ def main() -> None:
         "matmul_gflops": {"float32": fp32_peak, "bfloat16": bf16_peak},
         "theoretical_fp32_gflops": theory,
         "tracking": tracking_cost(),
+        "system_metrics": system_metrics_cost(),
         "snapshot_scoring_s": snapshot_scoring(model, train, params["train_evaluator"]),
     }
     if not args.skip_pipeline:
@@ -362,6 +386,13 @@ def main() -> None:
         f"{100 * cost / step_ms:.2f}% of a "
         f"{step_ms:.0f} ms step, {100 * cost / 5:.1f}% of a 5 ms (GPU) step; "  # noqa: E501
         f"final flush {results['tracking']['flush_s']:.2f} s"
+    )
+    sampler = results["system_metrics"]
+    print(
+        f"MLflow system metrics (sampled every 10 s): {sampler['cpu_s']:.2f} CPU-s in "
+        f"{sampler['wall_s']:.0f} s "
+        f"({sampler['samples']} samples) = {100 * sampler['core_share']:.2f}% of one core, "
+        f"{100 * sampler['core_share'] / os.cpu_count():.2f}% of the machine's {os.cpu_count()} cores"
     )
     scoring = results["snapshot_scoring_s"]
     epoch_s = step_ms / 1000 * (50_000 // train.batch_size)

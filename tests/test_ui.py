@@ -55,7 +55,18 @@ def test_the_run_page_shows_loss_charts_and_the_snapshot_images(project, archive
             image = page.locator("img[src*='generated%2Bstep%2B2%2B']").first
             image.wait_for(timeout=30_000)
             assert image.evaluate("img => img.complete && img.naturalWidth > 0")
+            # the chart gets the 4x-upscaled grid of the PNG on disk (7 cells of 34 px + 2 = 240 px)
+            assert image.evaluate("img => img.naturalWidth") == 4 * 240
             page.screenshot(path=tmp_path / "ui-generated-step-2.png")
+
+            # the experiment opens on its runs table (model training), not the GenAI overview
+            page.goto(f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}", wait_until="load")
+            page.get_by_text(train.info.run_name, exact=True).first.wait_for(timeout=60_000)
+            body = page.inner_text("body")
+            for stage in ("prepare", "train-evaluator", "select-generator"):
+                assert train.info.run_name.replace("train-gan", stage) in body
+            assert "token usage" not in body.lower()
+            page.screenshot(path=tmp_path / "ui-experiment.png")
             browser.close()
     finally:
         stop_server(ui)
