@@ -9,6 +9,9 @@ from conftest import free_port, run, start_server, stop_server, tiny_pipeline
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+# MLflow 3.17's UI takes its GenAI / model-training switch from the browser (or this query),
+# not from the experiment's kind tag; the README gives users this same link
+MODEL_TRAINING = "workflowType=machine_learning"
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (apt-get install chromium)")
@@ -32,9 +35,9 @@ def test_the_run_page_shows_loss_charts_and_the_snapshot_images(project, archive
                 executable_path=CHROMIUM,
                 args=["--no-sandbox", "--disable-background-networking", "--disable-gpu"],
             )
-            page = browser.new_page(viewport={"width": 1500, "height": 2000})
+            page = browser.new_page(viewport={"width": 1500, "height": 3200})
             url = f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}/runs/{train.info.run_id}"
-            page.goto(f"{url}/model-metrics", wait_until="load")
+            page.goto(f"{url}/model-metrics?{MODEL_TRAINING}", wait_until="load")
             page.get_by_text("generated", exact=True).first.wait_for(timeout=60_000)
             titles = page.inner_text("body")
             for chart in ("d1", "d2", "g", "acc_real", "acc_fake", "generated"):
@@ -55,12 +58,21 @@ def test_the_run_page_shows_loss_charts_and_the_snapshot_images(project, archive
             image = page.locator("img[src*='generated%2Bstep%2B2%2B']").first
             image.wait_for(timeout=30_000)
             assert image.evaluate("img => img.complete && img.naturalWidth > 0")
-            # the chart gets the 4x-upscaled grid of the PNG on disk (7 cells of 34 px + 2 = 240 px)
-            assert image.evaluate("img => img.naturalWidth") == 4 * 240
             page.screenshot(path=tmp_path / "ui-generated-step-2.png")
+            # the chart shows MLflow's 256 px thumbnail; a click opens the logged grid itself,
+            # as large as the PNG on disk (7 cells of 34 px + 2 = 240 px, upscaled 4x)
+            image.click()
+            full = page.locator("img[src*='generated%2Bstep%2B2%2B']:not([src*='compressed'])").first
+            full.wait_for(timeout=30_000)
+            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=full.element_handle())
+            assert full.evaluate("img => img.naturalWidth") == 4 * 240
+            page.screenshot(path=tmp_path / "ui-generated-step-2-full.png")
 
             # the experiment opens on its runs table (model training), not the GenAI overview
-            page.goto(f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}", wait_until="load")
+            experiment_page = (
+                f"http://127.0.0.1:{port}/#/experiments/{experiment.experiment_id}?{MODEL_TRAINING}"
+            )
+            page.goto(experiment_page, wait_until="load")
             page.get_by_text(train.info.run_name, exact=True).first.wait_for(timeout=60_000)
             body = page.inner_text("body")
             for stage in ("prepare", "train-evaluator", "select-generator"):
