@@ -305,6 +305,37 @@ def dvc_noop(workdir: Path) -> float | None:
     return statistics.median(times)
 
 
+def compare_command(runs: int = 50, epochs: int = 20) -> float:
+    """Seconds `cifar-dcgan-compare` takes, as a whole command, on `runs` finished training
+    runs of `epochs` scored snapshots each (5 configurations x 10 seeds) in a SQLite store."""
+    from mlflow import MlflowClient
+    from mlflow.entities import Metric, Param
+
+    folder = Path(tempfile.mkdtemp())
+    try:
+        uri = f"sqlite:///{folder / 'mlflow.db'}"
+        client = MlflowClient(uri)
+        experiment = client.create_experiment("cifar10-dcgan", (folder / "art").as_uri())
+        rng = np.random.default_rng(0)
+        keys = ("fcd", "kid", "class_entropy", "diversity", "epoch_seconds", "seconds_per_iteration")
+        for i in range(runs):
+            tags = {"stage": "train-gan", "evaluator_digest": "bench"}
+            run = client.create_run(experiment, run_name=f"r{i}/train-gan", tags=tags)
+            params = {"train_gan.seed": str(i % 10), "train_gan.label_smoothing": str(i // 10 / 10)}
+            metrics = [Metric(k, float(rng.uniform(1, 50)), 0, e) for k in keys for e in range(1, epochs + 1)]
+            client.log_batch(
+                run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in params.items()]
+            )
+            client.set_terminated(run.info.run_id)
+        env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+        command = [str(Path(sys.executable).parent / "cifar-dcgan-compare"), "--out", str(folder / "out")]
+        start = time.perf_counter()
+        subprocess.run(command, cwd=REPO, env=env, check=True, capture_output=True)
+        return time.perf_counter() - start
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -349,6 +380,7 @@ def main() -> None:
         "theoretical_fp32_gflops": theory,
         "tracking": tracking_cost(),
         "system_metrics": system_metrics_cost(),
+        "compare_50_runs_s": compare_command(),
         "snapshot_scoring_s": snapshot_scoring(model, train, params["train_evaluator"]),
     }
     if not args.skip_pipeline:
@@ -393,6 +425,10 @@ def main() -> None:
         f"{sampler['wall_s']:.0f} s "
         f"({sampler['samples']} samples) = {100 * sampler['core_share']:.2f}% of one core, "
         f"{100 * sampler['core_share'] / os.cpu_count():.2f}% of the machine's {os.cpu_count()} cores"
+    )
+    print(
+        f"cifar-dcgan-compare on 50 runs of 20 snapshots: {results['compare_50_runs_s']:.1f} s "
+        "(the whole command)"
     )
     scoring = results["snapshot_scoring_s"]
     epoch_s = step_ms / 1000 * (50_000 // train.batch_size)

@@ -36,7 +36,7 @@ from cifar_dcgan.errors import PipelineError
 SEED = "train_gan.seed"
 QUALITY_KEYS = ("best_fcd", "last_fcd", "last_kid", "class_entropy", "diversity")
 COLLAPSE_BITS = 1.0  # a last snapshot whose predicted classes carry less entropy has collapsed
-HISTORIES = ("fcd", "kid", "class_entropy", "diversity", "epoch_seconds", "seconds_per_iteration")
+HISTORIES = ("fcd", "epoch_seconds")  # per epoch; the rest is the last snapshot's (the run's latest)
 
 
 @dataclasses.dataclass
@@ -150,9 +150,9 @@ def load_runs(client, experiment_id: str, names: Sequence[str] = (), tag: str | 
             skipped.append(f"{label}: no evaluator_digest tag (tracked by an older version), skipped")
             continue
         by_step = {key: {m.step: m.value for m in values} for key, values in histories.items()}
-        last_epoch = max(by_step["fcd"])
-        seconds, per_iteration = by_step["epoch_seconds"], by_step["seconds_per_iteration"]
-        steps = [seconds[e] / per_iteration[e] for e in seconds if per_iteration.get(e)]
+        latest, seconds = r.data.metrics, by_step["epoch_seconds"]
+        per_iteration = latest.get("seconds_per_iteration")
+        steps = latest.get("epoch_seconds", 0) / per_iteration if per_iteration else 0.0
         runs.append(
             Run(
                 run_id=r.info.run_id,
@@ -162,12 +162,12 @@ def load_runs(client, experiment_id: str, names: Sequence[str] = (), tag: str | 
                 evaluator=r.data.tags["evaluator_digest"],
                 curve=by_step["fcd"],
                 last={
-                    "last_kid": by_step["kid"].get(last_epoch, math.nan),
-                    "class_entropy": by_step["class_entropy"].get(last_epoch, math.nan),
-                    "diversity": by_step["diversity"].get(last_epoch, math.nan),
+                    "last_kid": latest.get("kid", math.nan),
+                    "class_entropy": latest.get("class_entropy", math.nan),
+                    "diversity": latest.get("diversity", math.nan),
                 },
                 epoch_seconds=seconds,
-                iterations_per_epoch=float(np.median(steps)) if steps else 0.0,
+                iterations_per_epoch=round(steps),
                 start_time=r.info.start_time,
             )
         )
