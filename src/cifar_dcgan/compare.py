@@ -370,30 +370,16 @@ def markdown(result: dict, skipped: list[str]) -> str:
 
 def plot_curves(result: dict, path: Path) -> None:
     """FCD per epoch: each group's mean over seeds, its 95% interval as a band."""
-    from cifar_dcgan.images import plt
+    from cifar_dcgan.images import save_band_plot
 
-    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100)
-    for g in result["groups"]:
-        c = g["curve"]
-        line = axes.plot(c["epoch"], c["mean"], marker="o", label=f"{g['label']} ({len(g['seeds'])} seeds)")
-        banded = [i for i, low in enumerate(c["low"]) if low is not None]
-        if banded:
-            axes.fill_between(
-                [c["epoch"][i] for i in banded],
-                [c["low"][i] for i in banded],
-                [c["high"][i] for i in banded],
-                color=line[0].get_color(),
-                alpha=0.2,
-            )
-    axes.set(
-        xlabel="epoch", ylabel="FCD (lower is better)", title="FCD per snapshot: mean and 95% CI over seeds"
-    )
-    axes.grid(alpha=0.3)
-    axes.legend()
-    figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-    plt.close(figure)
+    series = {
+        f"{g['label']} ({len(g['seeds'])} seeds)": tuple(
+            g["curve"][k] for k in ("epoch", "mean", "low", "high")
+        )
+        for g in result["groups"]
+    }
+    title = "FCD per snapshot: mean and 95% CI over seeds"
+    save_band_plot(path, series, "epoch", "FCD (lower is better)", title)
 
 
 def plot_grids(result: dict, client, path: Path) -> None:

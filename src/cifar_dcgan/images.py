@@ -44,6 +44,34 @@ def save_line_plot(
     figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100)
     for name, values in series.items():
         axes.plot(x, values, label=name, linewidth=1)
+    _save(figure, axes, path, xlabel, ylabel, title)
+
+
+def save_band_plot(
+    path: Path,
+    series: dict[str, tuple[Sequence[float], Sequence[float], Sequence, Sequence]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+) -> None:
+    """One line per series `name: (x, y, low, high)`, with a shaded band from low to high
+    where both are known (None elsewhere)."""
+    figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100)
+    for name, (x, y, low, high) in series.items():
+        (line,) = axes.plot(x, y, marker="o", label=name)
+        known = [i for i, (a, b) in enumerate(zip(low, high)) if a is not None and b is not None]
+        if known:
+            axes.fill_between(
+                [x[i] for i in known],
+                [low[i] for i in known],
+                [high[i] for i in known],
+                color=line.get_color(),
+                alpha=0.2,
+            )
+    _save(figure, axes, path, xlabel, ylabel, title)
+
+
+def _save(figure, axes, path: Path, xlabel: str, ylabel: str, title: str) -> None:
     axes.set(xlabel=xlabel, ylabel=ylabel, title=title)
     axes.grid(alpha=0.3)
     axes.legend()
