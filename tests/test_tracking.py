@@ -37,6 +37,35 @@ def test_tags_name_stage_and_dvc_experiment():
     assert len(tags["git_commit"]) == 40  # the tests run inside the project's git checkout
 
 
+def test_an_explicit_sqlite_store_keeps_artifacts_beside_it_not_in_a_temporary_copy(tmp_path, monkeypatch):
+    """A queued experiment runs in a copy DVC deletes afterwards: artifacts must not go there."""
+    from mlflow import MlflowClient
+
+    from cifar_dcgan.tracking import stage_run
+
+    store = tmp_path / "sweeps"
+    store.mkdir()
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    monkeypatch.chdir(copy)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+    (copy / "grid.png").write_bytes(b"png")
+    with stage_run("compare", "shared", {"x": 1}) as tracker:
+        tracker.log_artifact(copy / "grid.png", "grids")
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    assert client.get_experiment_by_name("shared").artifact_location == (store / "mlartifacts").as_uri()
+    assert list((store / "mlartifacts").rglob("grid.png")) and not list(copy.rglob("mlruns"))
+    (run,) = client.search_runs([client.get_experiment_by_name("shared").experiment_id])
+    assert run.info.run_name.endswith("/compare") and run.data.params == {"x": "1"}
+
+
+def test_redacted_uris_hide_passwords():
+    from cifar_dcgan.tracking import redact
+
+    assert redact("http://user:secret@host:5000/x") == "http://***@host:5000/x"
+    assert redact("sqlite:////a/mlflow.db") == "sqlite:////a/mlflow.db"
+
+
 def test_unreachable_tracking_server_fails_fast_before_any_work(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -61,7 +61,7 @@ def test_the_run_page_shows_loss_charts_and_the_snapshot_images(project, archive
             page.screenshot(path=tmp_path / "ui-generated-step-2.png")
             # the chart shows MLflow's 256 px thumbnail; a click opens the logged grid itself,
             # as large as the PNG on disk (7 cells of 34 px + 2 = 240 px, upscaled 4x)
-            image.click()
+            image.click(force=True)  # through the thumbnail's hover mask, which opens the preview
             full = page.locator("img[src*='generated%2Bstep%2B2%2B']:not([src*='compressed'])").first
             full.wait_for(timeout=30_000)
             page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=full.element_handle())

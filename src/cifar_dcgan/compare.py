@@ -383,7 +383,7 @@ def plot_curves(result: dict, path: Path) -> None:
 
 
 def plot_grids(result: dict, client, path: Path) -> None:
-    """The last probe grid of one seed (the first) per group, side by side, labelled."""
+    """The last probe grid of one seed per group (the first that has one), side by side."""
     import matplotlib.image
 
     from cifar_dcgan.images import plt
@@ -391,24 +391,33 @@ def plot_grids(result: dict, client, path: Path) -> None:
     groups = result["groups"]
     figure, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups), 4.2), squeeze=False)
     with tempfile.TemporaryDirectory() as folder:
-        for ax, g in zip(axes.flat, groups):
+        for i, (ax, g) in enumerate(zip(axes.flat, groups)):
             ax.axis("off")
-            first = g["runs"][0]
-            ax.set_title(f"{g['label']}\nseed {first['seed']}, best FCD {first['best_fcd']:.1f}", fontsize=9)
-            try:
-                local = Path(client.download_artifacts(first["run_id"], "grids", folder))
-                grids = sorted(local.glob("epoch_*.png"))
-            except Exception:  # a run tracked before grids were logged as artifacts
-                grids = []
-            if grids:
-                ax.imshow(matplotlib.image.imread(grids[-1]))
+            for shown in g["runs"]:  # the first seed whose grid the store still has
+                grid = _last_grid(client, shown["run_id"], Path(folder) / str(i))
+                if grid is not None:
+                    ax.imshow(matplotlib.image.imread(grid))
+                    break
             else:
+                shown = g["runs"][0]
                 ax.text(0.5, 0.5, "no grid logged", ha="center", va="center")
+            ax.set_title(f"{g['label']}\nseed {shown['seed']}, best FCD {shown['best_fcd']:.1f}", fontsize=9)
     figure.suptitle("Last snapshot's probe grid, one seed per group")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90)
     plt.close(figure)
+
+
+def _last_grid(client, run_id: str, folder: Path) -> Path | None:
+    """The run's last probe grid, downloaded into `folder`; None when the store lacks it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        local = Path(client.download_artifacts(run_id, "grids", str(folder)))
+    except Exception:  # a run tracked before grids were logged, or artifacts gone
+        return None
+    grids = sorted(local.glob("epoch_*.png"))
+    return grids[-1] if grids else None
 
 
 def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:

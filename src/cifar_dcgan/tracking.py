@@ -509,9 +509,11 @@ def _experiment_id(client, name: str, uri: str) -> str:
     """The experiment's id (created if new), tagged to open in MLflow's model-training view."""
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
+        # beside a SQLite store, never relative to the working folder: under `dvc exp run
+        # --queue` that is a temporary copy, deleted with the artifacts in it
         location = None
-        if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ:
-            location = (repo_root() / "mlartifacts").as_uri()
+        if uri.startswith("sqlite:///"):
+            location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
         return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
     if experiment.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
         for key, value in EXPERIMENT_KIND.items():
