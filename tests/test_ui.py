@@ -59,14 +59,6 @@ def test_the_run_page_shows_loss_charts_and_the_snapshot_images(project, archive
             image.wait_for(timeout=30_000)
             assert image.evaluate("img => img.complete && img.naturalWidth > 0")
             page.screenshot(path=tmp_path / "ui-generated-step-2.png")
-            # the chart shows MLflow's 256 px thumbnail; a click opens the logged grid itself,
-            # as large as the PNG on disk (7 cells of 34 px + 2 = 240 px, upscaled 4x)
-            image.click(force=True)  # through the thumbnail's hover mask, which opens the preview
-            full = page.locator("img[src*='generated%2Bstep%2B2%2B']:not([src*='compressed'])").first
-            full.wait_for(timeout=30_000)
-            page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=full.element_handle())
-            assert full.evaluate("img => img.naturalWidth") == 4 * 240
-            page.screenshot(path=tmp_path / "ui-generated-step-2-full.png")
 
             # the experiment opens on its runs table (model training), not the GenAI overview
             experiment_page = (
@@ -75,7 +67,7 @@ def test_the_run_page_shows_loss_charts_and_the_snapshot_images(project, archive
             page.goto(experiment_page, wait_until="load")
             page.get_by_text(train.info.run_name, exact=True).first.wait_for(timeout=60_000)
             body = page.inner_text("body")
-            for stage in ("prepare", "train-evaluator", "select-generator"):
+            for stage in ("prepare", "train-evaluator"):  # (select-generator is nested under train-gan)
                 assert train.info.run_name.replace("train-gan", stage) in body
             assert "token usage" not in body.lower()
             page.screenshot(path=tmp_path / "ui-experiment.png")
