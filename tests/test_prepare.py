@@ -165,6 +165,26 @@ def test_local_path_and_file_url_are_verified(tmp_path, archive):
         cifar.fetch_archive(str(tmp_path / "nowhere.tar.gz"), md5, tmp_path / "cache", 0)
     with pytest.raises(PipelineError, match="unsupported scheme 'ftpx'"):
         cifar.fetch_archive("ftpx://host/a.tar.gz", md5, tmp_path / "cache", 0)
+    assert cifar.fetch_archive(f"file://localhost{path}", md5, tmp_path / "cache", 0) == path
+
+
+def test_a_file_url_of_another_host_is_refused_not_read_locally(tmp_path, archive):
+    path, md5 = archive
+    with pytest.raises(PipelineError, match="a file:// URL of another host \\(otherhost\\)"):
+        cifar.fetch_archive(f"file://otherhost{path}", md5, tmp_path / "cache", 0)
+
+
+def test_a_folder_a_pipe_or_a_device_as_the_archive_is_named_for_what_it_is(tmp_path, archive):
+    _, md5 = archive
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for given, message in (
+        (tmp_path, "is a folder"),
+        (fifo, "is not a regular file"),
+        ("/dev/zero", "device"),
+    ):
+        with pytest.raises(PipelineError, match=message):
+            cifar.fetch_archive(str(given), md5, tmp_path / "cache", 0)
 
 
 def test_http_download_is_verified_and_cached(tmp_path, archive, http_server):

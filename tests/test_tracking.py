@@ -132,3 +132,56 @@ def test_a_tracking_server_down_mid_training_loses_no_value(tmp_path, make_param
         stop_server(revived[0])
     train_gan(images, model, params, tmp_path / "snap2", tmp_path / "rep2", NullTracker())
     assert (tmp_path / "rep" / "losses.csv").read_text() == (tmp_path / "rep2" / "losses.csv").read_text()
+
+
+def test_stages_starting_at_one_instant_on_a_new_store_all_succeed(tmp_path):
+    """`dvc queue start -j N` on a fresh clone: N workers create mlflow.db at the same time."""
+    import sqlite3
+
+    store, ready, workers = tmp_path / "store", tmp_path / "ready", 4
+    store.mkdir()
+    ready.mkdir()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}"}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, str(REPO / "tests" / "stage_process.py"), str(ready), str(workers), f"w{i}"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for i in range(workers)
+    ]
+    outputs = [process.communicate(timeout=300)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0] * workers, "\n".join(outputs)
+    with sqlite3.connect(store / "mlflow.db") as db:
+        assert db.execute("pragma integrity_check").fetchall() == [("ok",)]
+        assert db.execute("select name from experiments where name = 'parallel'").fetchall() == [
+            ("parallel",)
+        ]
+        statuses = db.execute("select status from runs").fetchall()
+    assert statuses == [("FINISHED",)] * workers
+    from mlflow import MlflowClient  # and a later single process can use it
+
+    client = MlflowClient(f"sqlite:///{store / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("parallel")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(run.data.params["worker"] for run in runs) == [f"w{i}" for i in range(workers)]
+    assert all(run.data.metrics["done"] == 1.0 for run in runs)
+
+
+def test_a_run_the_store_refuses_to_set_up_ends_failed_not_running(tmp_path, monkeypatch):
+    """The params are logged after the run exists: when the store refuses one, the run ends FAILED."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from cifar_dcgan.tracking import stage_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(MlflowException), stage_run("prepare", "refused", {"not a key?": 1}):
+        pass
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("refused").experiment_id])
+    assert run.info.status == "FAILED" and run.info.end_time is not None

@@ -81,6 +81,11 @@ def fetch_archive(url: str, md5: str, cache_dir: Path, retries: int) -> Path:
     if parsed.scheme in ("http", "https"):
         return _download(url, md5, cache_dir, retries)
     if parsed.scheme == "file":
+        if parsed.netloc not in ("", "localhost"):
+            raise PipelineError(
+                f"prepare.url = {url!r}: a file:// URL of another host ({parsed.netloc}) cannot be read "
+                "here; copy the archive to this machine and give its path, or serve it over http(s)"
+            )
         path = Path(urllib.parse.unquote(parsed.path))
     elif parsed.scheme == "" or len(parsed.scheme) == 1:  # a plain path (or a Windows drive)
         path = Path(url)
@@ -88,6 +93,16 @@ def fetch_archive(url: str, md5: str, cache_dir: Path, retries: int) -> Path:
         raise PipelineError(
             f"prepare.url = {url!r}: unsupported scheme '{parsed.scheme}'; "
             "use http(s)://, file:// or a local path"
+        )
+    if path.is_dir():
+        raise PipelineError(
+            f"prepare.url = {url!r} is a folder ({path}), not the archive; give the path of "
+            "cifar-10-python.tar.gz itself"
+        )
+    if path.exists() and not path.is_file():
+        raise PipelineError(
+            f"prepare.url = {url!r} is not a regular file ({path} is a device, pipe or socket); "
+            "give the path of cifar-10-python.tar.gz"
         )
     if not path.is_file():
         raise PipelineError(f"archive not found: {path} (from prepare.url = {url!r}); {HINT}")

@@ -431,10 +431,8 @@ def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from mlflow import MlflowClient
-
     from cifar_dcgan.config import flatten, load_params
-    from cifar_dcgan.tracking import check_store, redact, stage_run, tracking_uri
+    from cifar_dcgan.tracking import check_store, open_store, redact, stage_run, tracking_uri
 
     parser = argparse.ArgumentParser(
         prog="cifar-dcgan-compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -458,7 +456,7 @@ def main(argv: list[str] | None = None) -> None:
         experiment = args.experiment or params["tracking"].experiment
         uri = tracking_uri()
         check_store(uri)
-        client = MlflowClient(uri)
+        client = open_store(uri)
         found = client.get_experiment_by_name(experiment)
         if found is None:
             raise PipelineError(

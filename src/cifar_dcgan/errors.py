@@ -1,5 +1,6 @@
 """The one error type a user can cause, and how stages report it."""
 
+import signal
 import sys
 from collections.abc import Callable
 
@@ -12,9 +13,24 @@ class TrainingInterrupted(KeyboardInterrupt):
     """Training stopped by a signal after saving a checkpoint; the message says how to resume."""
 
 
+class Terminated(KeyboardInterrupt):
+    """The stage was told to stop from outside (SIGTERM from `dvc queue kill`, a CI timeout,
+    a closed terminal): it unwinds like Ctrl-C, so its MLflow run ends KILLED."""
+
+    def __init__(self, signum: int):
+        super().__init__(f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
 def run_stage(main: Callable[[], None]) -> None:
     """Run a stage's main(); a PipelineError becomes one clear line and exit code 2, an
-    interruption exit code 130 (as for Ctrl-C)."""
+    interruption exit code 130 (Ctrl-C) or 128 + the signal's number (SIGTERM: 143)."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _terminate)
     try:
         main()
     except PipelineError as error:
@@ -22,4 +38,4 @@ def run_stage(main: Callable[[], None]) -> None:
         sys.exit(2)
     except KeyboardInterrupt as interruption:
         print(f"interrupted: {interruption or 'no checkpoint was due'}", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(128 + interruption.signum if isinstance(interruption, Terminated) else 130)

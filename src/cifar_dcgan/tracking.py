@@ -362,16 +362,17 @@ def stage_run(
     named after it (created by the first of them), so the UI shows them together; outside
     an experiment the run is a child of `parent_run_id`, if given. `system_metrics` samples
     CPU, memory and GPU use into the run's "System metrics" tab."""
-    from mlflow import MlflowClient
     from mlflow.entities import Param
     from mlflow.exceptions import MlflowException
 
     uri = tracking_uri()
     check_store(uri)
-    client = MlflowClient(tracking_uri=uri)
+    client = parent = None
     try:
+        client = open_store(uri)
         all_tags = {**run_tags(stage), **(tags or {})}
-        experiment_id = _experiment_id(client, experiment, uri)
+        with store_lock(uri):  # parallel workers: one creates the experiment
+            experiment_id = _experiment_id(client, experiment, uri)
         parent = _experiment_parent(client, experiment_id) or parent_run_id
         if parent:
             all_tags["mlflow.parentRunId"] = parent
@@ -379,15 +380,15 @@ def stage_run(
         if run is None:
             run = client.create_run(experiment_id, run_name=all_tags["mlflow.runName"], tags=all_tags)
     except MlflowException as error:
+        _mark_parent(client, parent, "FAILED")
         raise PipelineError(
             f"cannot use the MLflow tracking store {redact(uri)}: {error.message}; "
             "check MLFLOW_TRACKING_URI or unset it to use ./mlflow.db"
         ) from None
-    run_id = run.info.run_id
-    tracker = MlflowTracker(client, run_id, uri, spill_path=repo_root() / "mlflow-unlogged.jsonl")
-    monitor = None
-    status = "FAILED"
+    # from here on the run ends FAILED, KILLED or FINISHED, whatever happens
+    run_id, status, tracker, monitor = run.info.run_id, "FAILED", None, None
     try:
+        tracker = MlflowTracker(client, run_id, uri, spill_path=repo_root() / "mlflow-unlogged.jsonl")
         logged = run.data.params if resume_run_id and run.info.run_id == resume_run_id else {}
         changed = {k: f"{logged[k]} -> {v}" for k, v in params.items() if k in logged and logged[k] != str(v)}
         if changed:  # a resumed run given more epochs: MLflow params cannot change, so say it in tags
@@ -404,13 +405,29 @@ def stage_run(
         status = "KILLED"
         raise
     finally:
+        _end_run(client, run_id, status, tracker, monitor)
+        _mark_parent(client, parent, status)
+
+
+def _end_run(client, run_id: str, status: str, tracker, monitor) -> None:
+    """Stop the sampler, send what is queued, set the run's end status (tried even if the rest fails)."""
+    try:
         if monitor is not None:
             with contextlib.suppress(Exception):
                 monitor.finish()
-        tracker.flush()
-        tracker.close()
-        tracker._safely(client.set_terminated, run_id, status=status)
-        _mark_parent(client, parent, status)
+        if tracker is not None:
+            tracker.flush()
+            tracker.close()
+    finally:
+        for attempt in range(3):
+            try:
+                client.set_terminated(run_id, status=status)
+                break
+            except Exception as error:  # the store failing now must not hide the stage's own error
+                if attempt == 2:
+                    print(f"warning: could not mark run {run_id} {status}: {error}", file=sys.stderr)
+                else:
+                    time.sleep(1.0)
 
 
 def _experiment_parent(client, experiment_id: str) -> str | None:
@@ -477,9 +494,9 @@ def _reopen(client, run_id: str, tags: Mapping[str, str]):
     if run.info.lifecycle_stage == "deleted":
         print(f"the MLflow run {run_id} to resume was deleted; continuing in a new run", flush=True)
         return None
-    client.update_run(run_id, status="RUNNING")
     for key, value in {**tags, "resumed": "true"}.items():
         client.set_tag(run_id, key, value)
+    client.update_run(run_id, status="RUNNING")  # last: a failure before it leaves the run as it was
     return run
 
 
@@ -503,6 +520,36 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
                 f"tracking store {redact(uri)}: folder {folder} does not exist; "
                 "create it or fix MLFLOW_TRACKING_URI"
             )
+
+
+@contextlib.contextmanager
+def store_lock(uri: str, timeout: float = 600.0) -> Iterator[None]:
+    """Hold `<database>.lock` while creating or migrating a SQLite store, or creating an
+    experiment in it: two workers that start at once on a new store (`dvc queue start -j 2`)
+    would otherwise both run MLflow's schema migrations and leave the database unusable.
+    A tracking server serialises this itself; nothing to lock then."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock, Timeout
+
+    path = f"{uri.removeprefix('sqlite:///')}.lock"
+    try:
+        with FileLock(path, timeout=timeout):
+            yield
+    except Timeout:
+        raise PipelineError(
+            f"the tracking store {redact(uri)} stayed locked for {timeout:.0f} s ({path}); "
+            "if no other stage is running, delete that file"
+        ) from None
+
+
+def open_store(uri: str):
+    """An `MlflowClient` on `uri` whose database exists and is migrated (done once, locked)."""
+    from mlflow import MlflowClient
+
+    with store_lock(uri):  # constructing the client creates and migrates the tables
+        return MlflowClient(tracking_uri=uri)
 
 
 def _experiment_id(client, name: str, uri: str) -> str:
