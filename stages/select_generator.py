@@ -13,7 +13,7 @@ import numpy as np
 
 from cifar_dcgan.config import flatten, load_params
 from cifar_dcgan.errors import run_stage
-from cifar_dcgan.selection import select_generator
+from cifar_dcgan.selection import select_generator, version_tags
 from cifar_dcgan.tracking import stage_run
 
 
@@ -28,7 +28,8 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params, "tracking", "select_generator", "train_gan")
     p = params["select_generator"]
-    training_run_id = json.loads((args.training / "run.json").read_text())["run_id"]
+    training = json.loads((args.training / "run.json").read_text())
+    training_run_id = training["run_id"]
     with stage_run(
         "select-generator",
         params["tracking"].experiment,
@@ -56,13 +57,17 @@ def main() -> None:
         tracker.log_artifact(args.reports / "selection.json")
         tracker.log_artifact(args.reports / "contact_sheet.png")
         description = f"epoch {selection['epoch']} of training run {training_run_id}; {selection['rule']}"
-        version = tracker.register_model(
-            keras.models.load_model(args.out), p.model_name, p.alias, description
+        registration = tracker.register_model(
+            keras.models.load_model(args.out),
+            p.model_name,
+            p.alias,
+            description,
+            version_tags(selection, p, params["train_gan"].fcd_samples, training),
+            p.promote,
         )
-    print(
-        f"selected epoch {selection['epoch']} ({selection['rule']}) -> {args.out}"
-        + (f"; registered {p.model_name} version {version} as @{p.alias}" if version else "")
-    )
+    print(f"selected epoch {selection['epoch']} ({selection['rule']}) -> {args.out}")
+    if registration:
+        print(f"registered {p.model_name} version {registration.version}; {registration.reason}")
 
 
 if __name__ == "__main__":

@@ -139,6 +139,13 @@ def test_the_offline_command_runs_the_pipeline_in_a_new_shell_and_tracks_one_run
         except metadata.PackageNotFoundError:
             pass
     assert installed[0] in requirements.read_text().split()
+    # the README's safe way to load the champion from Python, run as written
+    (snippet,) = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    prelude = (
+        "import numpy as np\nz = np.random.default_rng(0).standard_normal((3, 100)).astype(np.float32)\n"
+    )
+    check = "\nassert images.shape == (3, 32, 32, 3) and -1 <= images.min() and images.max() <= 1\n"
+    shell([ACTIVATE, f"python - <<'EOF'\n{prelude}{snippet}{check}EOF"], project, env)
 
 
 def wait_for_queue(project: Path, env: dict[str, str], minutes: float) -> str:

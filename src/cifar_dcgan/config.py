@@ -191,7 +191,8 @@ class SelectParams:
     target_acc_real: float  # for criterion acc_real: the D accuracy on real images aimed at
     fid_samples: int  # true FID (InceptionV3) of the chosen generator on this many images; 0: skip
     model_name: str  # MLflow registered model the chosen generator becomes a version of
-    alias: str  # registry alias moved to the new version
+    alias: str  # registry alias of the best (or hand-picked) version
+    promote: Literal["if_better", "always", "never"]  # when the alias moves (cifar_dcgan.registry)
 
     def __post_init__(self):
         _check(
@@ -212,6 +213,7 @@ class SelectParams:
             self.fid_samples,
             "0 (skip) or an integer >= 2",
         )
+        _check_registry_names(self.model_name, self.alias)
 
 
 SECTIONS = {
@@ -303,3 +305,26 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 def _check_batch(key: str, value: int) -> None:
     _check(value >= 4 and value % 2 == 0, key, value, "an even integer >= 4 (half real, half fake)")
+
+
+def _check_registry_names(model_name: str, alias: str) -> None:
+    """MLflow's own rules for a registered model name and an alias, checked when params load,
+    so that a bad one is refused before anything is computed or written."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import (
+        _validate_model_alias_name,
+        _validate_model_alias_name_reserved,
+        _validate_model_name,
+    )
+
+    for key, value, checks in (
+        ("select_generator.model_name", model_name, (_validate_model_name,)),
+        ("select_generator.alias", alias, (_validate_model_alias_name, _validate_model_alias_name_reserved)),
+    ):
+        try:
+            for check in checks:
+                check(value)
+        except MlflowException as error:
+            raise PipelineError(
+                f"params.yaml: {key} = {value!r} is not allowed by MLflow: {error.message}"
+            ) from None

@@ -21,23 +21,16 @@ from cifar_dcgan.models import latent_points
 
 
 def load_generator(uri: str, allow_unsafe: bool = False):
-    """A Keras generator from a `.keras` file or an MLflow `models:/name@alias` URI. Keras'
-    safe mode refuses files whose layers carry Python code (Lambda) unless `allow_unsafe`."""
+    """A Keras generator from a `.keras` file or an MLflow `models:/name@alias` URI (only the
+    native `.keras` file this project registers, checked against its sha256 tag). Keras' safe
+    mode refuses files whose layers carry Python code (Lambda) unless `allow_unsafe`."""
     import keras
 
     if uri.startswith(("models:/", "runs:/")):
-        import mlflow.keras
-
+        from cifar_dcgan.registry import load_generator as load_registered
         from cifar_dcgan.tracking import tracking_uri
 
-        mlflow.set_tracking_uri(tracking_uri())
-        try:
-            return mlflow.keras.load_model(uri)
-        except Exception as error:  # MLflow raises several types for an unknown name/alias/version
-            raise PipelineError(
-                f"cannot load {uri} from the tracking store {tracking_uri()}: "
-                f"{str(error).splitlines()[0]}; check the model name and alias"
-            ) from None
+        return load_registered(uri, tracking_uri(), allow_unsafe)
     path = Path(uri)
     if not path.is_file():
         raise PipelineError(

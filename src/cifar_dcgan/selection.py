@@ -186,3 +186,17 @@ def select_generator(
     (reports_dir / "metrics.json").write_text(json.dumps(headline, indent=2) + "\n")
     contact_sheet(rows, chosen["epoch"], grids_dir, reports_dir / "contact_sheet.png")
     return selection
+
+
+def version_tags(selection: dict, params: SelectParams, fcd_samples: int, training: dict) -> dict[str, str]:
+    """Tags of the registered version: what the promotion policy compares (FCDs measured the
+    same way: evaluator digest, sample count) and where the generator came from."""
+    tags = {
+        "epoch": selection["epoch"],
+        "hand_picked": str(params.epoch is not None).lower(),
+        "fcd": selection.get("chosen_fcd"),
+        "fcd_samples": fcd_samples,
+        "evaluator_digest": training.get("evaluator_digest"),
+        "training_run_id": training.get("run_id"),
+    }
+    return {key: str(value) for key, value in tags.items() if value is not None}

@@ -49,7 +49,9 @@ class Tracker(Protocol):
 
     def flush(self, final: bool = True) -> None: ...
 
-    def register_model(self, model, name: str, alias: str, description: str) -> str | None: ...
+    def register_model(
+        self, model, name: str, alias: str, description: str, tags: Mapping[str, Any], promote: str
+    ) -> Any: ...
 
 
 class NullTracker:
@@ -78,7 +80,7 @@ class NullTracker:
     def flush(self, final=True):
         pass
 
-    def register_model(self, model, name, alias, description):
+    def register_model(self, model, name, alias, description, tags, promote):
         return None
 
 
@@ -169,16 +171,19 @@ class MlflowTracker:
     def close(self) -> None:
         self.writer.shutdown(wait=True)
 
-    def register_model(self, model, name: str, alias: str, description: str) -> str:
-        """Log a Keras generator as an MLflow model of this run, register a new version, move
-        `alias` to it. The requirements name the TensorFlow distribution actually installed."""
+    def register_model(self, model, name, alias, description, tags, promote):
+        """Log a Keras generator as an MLflow model of this run (native `.keras`, its sha256 as
+        the run tag `keras_sha256`), register it as a new version of `name` tagged with `tags`,
+        and move `alias` by the `promote` policy (`registry.promotion`). The requirements name
+        the TensorFlow distribution actually installed."""
         import tempfile
 
         import keras
-        import mlflow
         import mlflow.keras
         from mlflow.models import ModelSignature
         from mlflow.types import Schema, TensorSpec
+
+        from cifar_dcgan import registry
 
         signature = ModelSignature(
             inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, int(model.input_shape[-1])))]),
@@ -189,13 +194,11 @@ class MlflowTracker:
         with tempfile.TemporaryDirectory() as folder:
             saved = Path(folder) / "generator"
             mlflow.keras.save_model(model, str(saved), signature=signature, pip_requirements=requirements)
+            self.client.set_tag(
+                self.run_id, registry.SHA_TAG, registry.file_sha256(saved / registry.KERAS_FILE)
+            )
             self.client.log_artifacts(self.run_id, str(saved), "generator")
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
-        version = str(mlflow.register_model(f"runs:/{self.run_id}/generator", name).version)
-        self.client.update_model_version(name, version, description=description)
-        self.client.set_registered_model_alias(name, alias, version)
-        return version
+        return registry.register(self.client, self.uri, self.run_id, name, alias, description, tags, promote)
 
     def _log_batch(self, points: list[tuple[str, float, int]]) -> None:
         from mlflow.entities import Metric

@@ -335,6 +335,7 @@ class SnapshotCallback(keras.callbacks.Callback):
             "iterations": last["iteration"],
             "restarts": self.restarts,
             "fcd_floor": self.fcd_floor,
+            "evaluator_digest": self.evaluator.digest if self.evaluator else None,
             "run_id": self.tracker.run_id,
         }
         (self.reports_dir / "run.json").write_text(json.dumps(summary, indent=2) + "\n")

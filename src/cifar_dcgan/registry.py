@@ -1,0 +1,169 @@
+"""The model registry, as a boundary: what this project registers, when `@champion` moves, and
+how a registered generator is loaded without running anything the store may carry.
+
+A version is registered from the native `.keras` file that `mlflow.keras.save_model` writes
+(`generator/data/model.keras` of the selection run), with that file's sha256 as the version
+tag `keras_sha256`. Loading (`load_generator("models:/name@alias")`) downloads only that file
+and the `MLmodel` descriptor, refuses any other flavour (an exported SavedModel, a pickled
+pyfunc: both run code when loaded), refuses a file whose sha256 differs from the tag, and opens
+it with Keras' safe mode.
+
+When the alias moves (`select_generator.promote`):
+- `if_better` (default): unless the current holder has a lower FCD measured the same way (the
+  same evaluator, the same number of samples). A hand pick (`select_generator.epoch`) moves it:
+  that is the user's decision. A sweep's experiments therefore leave it on the best of them.
+- `always`: every selection moves it. `never`: versions are registered, the alias is left alone.
+"""
+
+import dataclasses
+import hashlib
+import re
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from cifar_dcgan.errors import PipelineError
+
+SHA_TAG = "keras_sha256"  # model-version tag: sha256 of data/model.keras
+KERAS_FILE = "data/model.keras"  # inside the logged MLflow model folder
+COMPARABLE = ("evaluator_digest", "fcd_samples")  # FCDs are comparable only when these agree
+
+
+@dataclasses.dataclass(frozen=True)
+class Registration:
+    version: str
+    alias_moved: bool
+    reason: str  # why the alias moved or stayed
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def promotion(
+    policy: str, alias: str, new: Mapping[str, str], current: Mapping[str, str] | None
+) -> tuple[bool, str]:
+    """Whether `alias` moves to a version tagged `new`, from a version tagged `current` (None:
+    the alias is free), and why: one line for the stage's output."""
+    if policy == "never":
+        return False, f"select_generator.promote = never: @{alias} left where it was"
+    if policy == "always" or current is None:
+        return True, f"@{alias} moved" + (
+            " (select_generator.promote = always)" if current else " (it was free)"
+        )
+    if new.get("hand_picked") == "true":
+        return True, f"@{alias} moved: epoch {new.get('epoch')} was picked by hand (select_generator.epoch)"
+    differs = [key for key in COMPARABLE if current.get(key) != new.get(key)]
+    if "fcd" not in current or differs:
+        why = f"other {', '.join(differs)}" if differs else "no FCD recorded"
+        return True, f"@{alias} moved: the current holder cannot be compared ({why})"
+    if float(new["fcd"]) < float(current["fcd"]):
+        return True, f"@{alias} moved: FCD {float(new['fcd']):.3f} beats {float(current['fcd']):.3f}"
+    return False, (
+        f"@{alias} stays on version {current.get('version', '?')}: its FCD {float(current['fcd']):.3f} "
+        f"is not beaten by {float(new['fcd']):.3f} (select_generator.promote = if_better)"
+    )
+
+
+def register(client, uri: str, run_id: str, name: str, alias: str, description: str, tags, policy: str):
+    """Register `runs:/run_id/generator` (logged, its run tagged with the `.keras` file's sha256)
+    as a new version of `name` with `tags` and that sha256, and move `alias` by `policy`."""
+    import mlflow
+
+    from cifar_dcgan.tracking import store_lock
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    tags = {**{k: str(v) for k, v in tags.items()}, SHA_TAG: client.get_run(run_id).data.tags[SHA_TAG]}
+    version = str(mlflow.register_model(f"runs:/{run_id}/generator", name, tags=tags).version)
+    client.update_model_version(name, version, description=description)
+    with store_lock(uri):  # two experiments of a sweep finishing together: one decides at a time
+        try:
+            holder = client.get_model_version_by_alias(name, alias)
+            current = {**holder.tags, "version": str(holder.version)}
+        except mlflow.exceptions.MlflowException:
+            current = None
+        moved, reason = promotion(policy, alias, tags, current)
+        if moved:
+            client.set_registered_model_alias(name, alias, version)
+    return Registration(version, moved, reason)
+
+
+MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
+
+
+def load_generator(uri: str, tracking: str, allow_unsafe: bool = False):
+    """A generator registered by this project (`models:/name@alias`, `models:/name/3`) or logged
+    by a selection run (`runs:/<run id>/generator`), loaded without running stored code."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking, registry_uri=tracking)
+    try:
+        if uri.startswith("runs:/"):
+            run_id, _, path = uri.removeprefix("runs:/").partition("/")
+            expected = client.get_run(run_id).data.tags.get(SHA_TAG)
+            base = f"runs:/{run_id}/{path.strip('/') or 'generator'}"
+        else:
+            match = MODEL_URI.match(uri)
+            if not match:
+                raise PipelineError(
+                    f"{uri}: expected models:/NAME@ALIAS, models:/NAME/VERSION or runs:/RUN_ID/generator"
+                )
+            name = match["name"]
+            found = (
+                client.get_model_version_by_alias(name, match["alias"])
+                if match["alias"]
+                else client.get_model_version(name, match["version"])
+            )
+            expected = found.tags.get(SHA_TAG)
+            base = client.get_model_version_download_uri(name, found.version)
+        with tempfile.TemporaryDirectory() as folder:
+            return _open_verified(uri, base, expected, Path(folder), allow_unsafe)
+    except MlflowException as error:
+        from cifar_dcgan.tracking import redact
+
+        raise PipelineError(
+            f"cannot load {uri} from the tracking store {redact(tracking)}: "
+            f"{str(error).splitlines()[0]}; check the model name and alias"
+        ) from None
+
+
+def _open_verified(uri: str, base: str, expected: str | None, folder: Path, allow_unsafe: bool):
+    import keras
+    import mlflow.artifacts
+
+    descriptor = Path(
+        mlflow.artifacts.download_artifacts(f"{base.rstrip('/')}/MLmodel", dst_path=str(folder))
+    )
+    flavor = (yaml.safe_load(descriptor.read_text()) or {}).get("flavors", {}).get("keras")
+    if not flavor or flavor.get("save_exported_model") or flavor.get("data") != "data":
+        raise PipelineError(
+            f"refusing to load {uri}: it is not a native .keras generator as this pipeline registers "
+            f"(flavours: {', '.join(yaml.safe_load(descriptor.read_text()).get('flavors', {})) or 'none'}); "
+            "loading it could run code stored with it"
+        )
+    if not expected:
+        raise PipelineError(
+            f"refusing to load {uri}: it has no {SHA_TAG} tag, so its file cannot be checked; "
+            "register it again with `dvc repro -f select-generator`, or pass a .keras file you trust"
+        )
+    keras_file = Path(
+        mlflow.artifacts.download_artifacts(f"{base.rstrip('/')}/{KERAS_FILE}", dst_path=str(folder))
+    )
+    actual = file_sha256(keras_file)
+    if actual != expected:
+        raise PipelineError(
+            f"refusing to load {uri}: its {KERAS_FILE} has sha256 {actual[:12]}..., but {SHA_TAG} says "
+            f"{expected[:12]}...; the stored file was changed after registration"
+        )
+    try:
+        return keras.models.load_model(keras_file, safe_mode=not allow_unsafe)
+    except ValueError as error:
+        raise PipelineError(f"refusing to load {uri}: {str(error).splitlines()[0]}") from None
