@@ -68,6 +68,28 @@ BAD = [
     ("prepare", "md5", "abc", "prepare.md5 = 'abc' .* 32 lower-case hex digits"),
     ("prepare", "limit", 0, "prepare.limit = 0"),
     ("train_discriminator_sanity", "min_accuracy", 1.5, "min_accuracy = 1.5 .* 0 <= x <= 1"),
+    # sizes nobody could run: refused when params load, with what they would cost
+    (
+        "train_gan",
+        "eval_samples",
+        10**12,
+        r"eval_samples = 1000000000000 .* 1 <= x <= 50000 \(CIFAR-10 has 50,000 ",
+    ),
+    ("train_gan", "eval_samples", 10**12, r"1000000000000 would take ~12,288,000 GB as float32"),
+    (
+        "train_gan",
+        "fcd_samples",
+        10**9,
+        r"fcd_samples = 1000000000 .* 2 <= x <= 50000 \(generated images held at once\); .* ~12,288 GB",
+    ),
+    ("train_gan", "batch_size", 10**9, r"batch_size = 1000000000 .* 4 <= x <= 50000"),
+    ("train_gan", "latent_dim", 10**9, r"latent_dim = 1000000000 .* 1 <= x <= 16384"),
+    ("train_evaluator", "batch_size", 10**9, r"train_evaluator.batch_size = 1000000000 .* 1 <= x <= 50000"),
+    ("select_generator", "fid_samples", 10**9, r"fid_samples = 1000000000 .* 2 to 10000 \(the test images"),
+    ("train_gan", "seed", -1, r"train_gan.seed = -1 .* 0 <= x <= 2147483647"),
+    ("train_gan", "seed", 2**40, r"train_gan.seed = 1099511627776 .* 0 <= x <= 2147483647"),
+    ("train_evaluator", "seed", -1, r"train_evaluator.seed = -1"),
+    ("train_discriminator_sanity", "seed", 2**40, r"train_discriminator_sanity.seed = 1099511627776"),
 ]
 
 

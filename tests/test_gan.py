@@ -250,3 +250,30 @@ def test_more_epochs_continue_a_finished_training_and_the_same_epochs_start_over
             tmp_path / "straight" / "rep" / name
         ).read_text()
     assert (tmp_path / "grown" / "rep" / "grids" / "epoch_000.png").read_bytes() == first_grid
+
+
+def test_training_clears_only_its_own_earlier_outputs_from_folders_given_by_hand(tmp_path, make_params):
+    """`stages/train_gan.py --snapshots models --reports reports` run by hand: other stages' files stay."""
+    models, reports = tmp_path / "models", tmp_path / "reports"
+    others = [
+        models / "generator.keras",
+        models / "evaluator" / "classifier.keras",
+        reports / "prepare" / "summary.json",
+    ]
+    stale = [models / "epoch_009.keras", reports / "grids" / "epoch_009.png", reports / "metrics.json"]
+    for path in others + stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("earlier")
+    model = make_params("model", **SMALL_MODEL)
+    train_gan(
+        real_images(),
+        model,
+        make_params("train_gan", **tiny_training(epochs=1)),
+        models,
+        reports,
+        NullTracker(),
+    )
+    assert all(path.read_text() == "earlier" for path in others)
+    assert not (models / "epoch_009.keras").exists() and not (reports / "grids" / "epoch_009.png").exists()
+    assert sorted(p.name for p in models.glob("epoch_*.keras")) == ["epoch_001.keras"]
+    assert "d1" in json.loads((reports / "metrics.json").read_text())  # written anew

@@ -173,12 +173,17 @@ def test_interpolation_ends_at_both_points_and_slerp_keeps_the_norm():
     [
         (["--model", "nowhere.keras", "--grid", "g.png"], "model file not found: nowhere.keras"),
         (["--n", "-5", "--grid", "g.png"], "error: argument --n: must be at least 1 (got -5)"),
-        (["--steps", "1", "--grid", "g.png"], "error: argument --steps: must be at least 2 (got 1)"),
+        (["--steps", "1", "--grid", "g.png"], "error: argument --steps: must be 2 to 1024 (got 1)"),
         (
             ["--model", "models:/no-such-model@champion", "--grid", "g.png"],
             "cannot load models:/no-such-model@champion",
         ),
         ([], "nothing to write"),
+        (
+            ["--n", "5000", "--grid", "g.png"],
+            "a grid shows at most 1024 images (got 5000); write more with --out-dir",
+        ),
+        (["--interpolate", "slerp", "--steps", "100000", "--grid", "g.png"], "--steps: must be 2 to 1024"),
     ],
 )
 def test_generate_bad_arguments(tmp_path, monkeypatch, capsys, argv, message):
@@ -211,9 +216,11 @@ def test_latent_points_follow_the_training_distribution():
     from cifar_dcgan.generate import latents
 
     args = argparse.Namespace(seed=0, interpolate=None, constant=None, n=500, distribution="uniform")
-    uniform = latents(args, 100)
+    uniform = np.concatenate(list(latents(args, 100)))
     assert uniform.dtype == np.float32 and uniform.min() >= -1.0 and uniform.max() <= 1.0
-    gaussian = latents(argparse.Namespace(**{**vars(args), "distribution": "gaussian"}), 100)
+    gaussian = np.concatenate(
+        list(latents(argparse.Namespace(**{**vars(args), "distribution": "gaussian"}), 100))
+    )
     assert gaussian.min() < -3.0 and gaussian.max() > 3.0
 
 
@@ -235,3 +242,30 @@ def test_generate_prints_no_tensorflow_start_up_lines(tmp_path, generator_file):
     for noise in ("cpu_feature_guard", "oneDNN custom operations", "absl::InitializeLog"):
         assert noise not in result.stderr + result.stdout
     assert result.stdout.strip() == f"generated 2 image(s) from {generator_file}"
+
+
+def test_latents_drawn_in_chunks_are_the_points_of_one_draw():
+    import argparse
+
+    from cifar_dcgan.generate import latents
+
+    for distribution in ("gaussian", "uniform"):
+        args = argparse.Namespace(seed=3, interpolate=None, constant=None, n=10, distribution=distribution)
+        chunks = list(latents(args, 8, chunk=3))
+        assert [len(c) for c in chunks] == [3, 3, 3, 1]
+        np.testing.assert_array_equal(
+            np.concatenate(chunks), np.concatenate(list(latents(args, 8, chunk=10)))
+        )
+
+
+def test_many_images_are_written_in_chunks_numbered_in_order(tmp_path, generator_file, monkeypatch):
+    from cifar_dcgan import generate
+
+    monkeypatch.setattr(generate, "CHUNK", 4)  # a small chunk: the boundaries show with few images
+    main(["--model", str(generator_file), "--n", "10", "--out-dir", str(tmp_path / "chunked"), "--seed", "1"])
+    monkeypatch.setattr(generate, "CHUNK", 1000)
+    main(["--model", str(generator_file), "--n", "10", "--out-dir", str(tmp_path / "whole"), "--seed", "1"])
+    names = sorted(p.name for p in (tmp_path / "chunked").iterdir())
+    assert names == [f"image_{i:04d}.png" for i in range(10)]
+    for name in names:
+        assert (tmp_path / "chunked" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()

@@ -3,15 +3,21 @@ when training is interrupted (Ctrl-C, SIGTERM).
 
 It holds every variable of `DCGAN.state_variables()` (networks, optimizers, RNG states,
 iteration, this epoch's losses), the loss history of finished epochs, the snapshot rows, the
-evaluation RNG, the failure log and the MLflow run id, plus a fingerprint of the params and
-data: a checkpoint made with other params or data is never resumed. Raising `train_gan.epochs`
-continues a finished training. Beside it, `epoch_000.png`: the probe grid drawn before training.
+evaluation RNG, the failure log and the MLflow run id, the name and shape of every variable,
+plus a fingerprint of the params, the data, the evaluator and the training code: a checkpoint
+made with other params, data or code is never resumed. Raising `train_gan.epochs` continues a
+finished training. Beside it, `epoch_000.png`: the probe grid drawn before training.
+
+A checkpoint that cannot be used (unreadable, truncated, from other params or code, or
+not matching the model's variables) is moved aside to `state.npz.rejected` with one line
+saying why, and training starts over: a bad file never blocks the next `dvc repro`.
 """
 
 import dataclasses
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -33,16 +39,39 @@ class Checkpoint:
     events: list[dict] = dataclasses.field(default_factory=list)  # detected failures so far
     restarts: int = 0
     epoch_seconds: list[float] = dataclasses.field(default_factory=list)  # training time per epoch
+    layout: list[list] = dataclasses.field(default_factory=list)  # [variable name, shape] per value
+
+
+# the modules whose code decides what training computes: a change to any of them starts over
+TRAINING_CODE = ("checkpoint", "config", "evaluator", "gan", "images", "models", "training")
+
+
+def code_digest() -> str:
+    """sha256 of the training code and of the TensorFlow and Keras versions running it."""
+    import keras
+    import tensorflow as tf
+
+    digest = hashlib.sha256(f"tensorflow {tf.__version__} keras {keras.__version__}".encode())
+    for name in TRAINING_CODE:
+        digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
+    return digest.hexdigest()
+
+
+def layout(variables) -> list[list]:
+    """[name, shape] of each variable, in order: what a checkpoint's values must fit. Keras
+    numbers layer names per process (`dense_3`): the numbers are left out."""
+    names = [re.sub(r"_\d+(?=[/_:]|$)", "", getattr(v, "path", None) or v.name) for v in variables]
+    return [[name, [int(d) for d in v.shape]] for name, v in zip(names, variables, strict=True)]
 
 
 def fingerprint(
     model: ModelParams, params: TrainGanParams, real_images: np.ndarray, evaluator: str = ""
 ) -> str:
     """What makes two trainings the same: every param but `epochs` (a longer training
-    continues a shorter one: the first epochs are the same), (a sample of) the data and the
-    evaluator that scores the snapshots (its digest)."""
+    continues a shorter one: the first epochs are the same), (a sample of) the data, the
+    evaluator that scores the snapshots (its digest) and the training code (`code_digest`)."""
     train = {k: v for k, v in dataclasses.asdict(params).items() if k != "epochs"}
-    digest = hashlib.sha256(json.dumps([dataclasses.asdict(model), train, evaluator]).encode())
+    digest = hashlib.sha256(json.dumps([dataclasses.asdict(model), train, evaluator, code_digest()]).encode())
     digest.update(str(real_images.shape).encode())
     digest.update(np.ascontiguousarray(real_images[:: max(1, len(real_images) // 64)]).tobytes())
     return digest.hexdigest()
@@ -61,6 +90,7 @@ def save(folder: Path, checkpoint: Checkpoint) -> None:
             "events",
             "restarts",
             "epoch_seconds",
+            "layout",
         )
     }
     arrays = {f"v{i}": value for i, value in enumerate(checkpoint.values)}
@@ -74,8 +104,9 @@ def save(folder: Path, checkpoint: Checkpoint) -> None:
 
 def load(folder: Path, expected_fingerprint: str, epochs: int) -> Checkpoint | None:
     """The checkpoint in `folder` if this training (of `epochs` epochs) can continue from it,
-    else None, saying why: other params or data, or a training already `epochs` long (run
-    again after a code change, it starts over)."""
+    else None, saying why. An unreadable one, or one of other params, data or code, is moved
+    aside (`set_aside`); one of a training already `epochs` long is left (run again after a
+    change DVC sees, e.g. of the stage script, it starts over)."""
     path = folder / FILE
     if not path.is_file():
         return None
@@ -84,16 +115,29 @@ def load(folder: Path, expected_fingerprint: str, epochs: int) -> Checkpoint | N
             meta = json.loads(str(data["meta"]))
             values = [data[f"v{i}"] for i in range(len(data.files) - 2)]
             losses = data["losses"]
-    except (OSError, ValueError, KeyError) as error:
-        print(f"ignoring unreadable checkpoint {path} ({error}); training from scratch")
+        checkpoint = Checkpoint(values=values, losses=losses, **meta)
+        if [list(v.shape) for v in values] != [shape for _, shape in checkpoint.layout]:
+            raise ValueError("the stored arrays do not have the recorded shapes")
+    except Exception as error:  # a damaged zip fails in many ways (BadZipFile, NotImplementedError, ...)
+        set_aside(folder, f"it cannot be read ({type(error).__name__}: {str(error)[:200]})")
         return None
-    if meta["fingerprint"] != expected_fingerprint:
-        print(f"checkpoint {path} was made with other params or data; training from scratch")
+    if checkpoint.fingerprint != expected_fingerprint:
+        set_aside(folder, "it was made with other params, data, evaluator or training code")
         return None
-    if meta["epochs_done"] >= epochs:
+    if checkpoint.epochs_done >= epochs:
         print(
-            f"checkpoint {path} is of a finished training of {meta['epochs_done']} epochs, not fewer than "
+            f"checkpoint {path} is of a finished training of {checkpoint.epochs_done} epochs, not fewer than "
             f"train_gan.epochs = {epochs}; training from scratch"
         )
         return None
-    return Checkpoint(values=values, losses=losses, **meta)
+    return checkpoint
+
+
+def set_aside(folder: Path, why: str) -> Path:
+    """Move the checkpoint out of the way (to `state.npz.rejected`, replacing an older one)."""
+    rejected = folder / f"{FILE}.rejected"
+    (folder / FILE).replace(rejected)
+    print(
+        f"checkpoint {folder / FILE} not used: {why}; moved to {rejected}, training from scratch", flush=True
+    )
+    return rejected

@@ -16,6 +16,13 @@ import yaml
 
 from cifar_dcgan.errors import PipelineError
 
+TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000  # CIFAR-10's splits: no sample can be larger
+MAX_GENERATED = 50_000  # generated images scored at once (~0.6 GB of float32 images)
+MAX_LATENT_DIM = 16_384  # the generator's first dense layer holds latent_dim x 4096 weights
+MAX_SEED = 2**31 - 1  # Keras/NumPy take 0 .. 2**32 - 1; restarts add 7919 per restart to it
+IMAGE_BYTES = 32 * 32 * 3 * 4
+CIFAR_TRAIN = "CIFAR-10 has 50,000 training images"
+
 
 @dataclasses.dataclass(frozen=True)
 class TrackingParams:
@@ -92,6 +99,7 @@ class SanityParams:
             self.iterations >= 1, "train_discriminator_sanity.iterations", self.iterations, "an integer >= 1"
         )
         _check_batch("train_discriminator_sanity.batch_size", self.batch_size)
+        _check_seed("train_discriminator_sanity.seed", self.seed)
         _check(
             self.learning_rate > 0,
             "train_discriminator_sanity.learning_rate",
@@ -131,9 +139,10 @@ class EvaluatorParams:
         _check(self.features >= 2, f"{s}.features", self.features, "an integer >= 2")
         _check(0 <= self.dropout < 1, f"{s}.dropout", self.dropout, "0 <= x < 1")
         _check(self.epochs >= 1, f"{s}.epochs", self.epochs, "an integer >= 1")
-        _check(self.batch_size >= 1, f"{s}.batch_size", self.batch_size, "an integer >= 1")
+        _check_count(f"{s}.batch_size", self.batch_size, 1, TRAIN_IMAGES, CIFAR_TRAIN)
         _check(self.learning_rate > 0, f"{s}.learning_rate", self.learning_rate, "a number > 0")
         _check(self.weight_decay >= 0, f"{s}.weight_decay", self.weight_decay, "a number >= 0")
+        _check_seed(f"{s}.seed", self.seed)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -170,8 +179,16 @@ class TrainGanParams:
             self.snapshot_every,
             f"1 <= x <= epochs ({self.epochs})",
         )
-        _check(self.eval_samples >= 1, f"{s}.eval_samples", self.eval_samples, "an integer >= 1")
-        _check(self.latent_dim >= 1, f"{s}.latent_dim", self.latent_dim, "an integer >= 1")
+        _check_count(f"{s}.eval_samples", self.eval_samples, 1, TRAIN_IMAGES, CIFAR_TRAIN)
+        _check_count(
+            f"{s}.latent_dim",
+            self.latent_dim,
+            1,
+            MAX_LATENT_DIM,
+            "the generator's first layer in memory",
+            4 * 4096,
+        )
+        _check_seed(f"{s}.seed", self.seed)
         for key in ("d_learning_rate", "g_learning_rate"):
             _check(getattr(self, key) > 0, f"{s}.{key}", getattr(self, key), "a number > 0")
         _check(0 <= self.beta1 < 1, f"{s}.beta1", self.beta1, "0 <= x < 1")
@@ -181,7 +198,7 @@ class TrainGanParams:
         _check(self.max_restarts >= 0, f"{s}.max_restarts", self.max_restarts, "an integer >= 0")
         _check(self.failure_window >= 1, f"{s}.failure_window", self.failure_window, "an integer >= 1")
         _check(self.failure_loss > 0, f"{s}.failure_loss", self.failure_loss, "a number > 0")
-        _check(self.fcd_samples >= 2, f"{s}.fcd_samples", self.fcd_samples, "an integer >= 2")
+        _check_count(f"{s}.fcd_samples", self.fcd_samples, 2, MAX_GENERATED, "generated images held at once")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,10 +225,10 @@ class SelectParams:
             "0 <= x <= 1",
         )
         _check(
-            self.fid_samples == 0 or self.fid_samples >= 2,
+            self.fid_samples == 0 or 2 <= self.fid_samples <= TEST_IMAGES,
             "select_generator.fid_samples",
             self.fid_samples,
-            "0 (skip) or an integer >= 2",
+            f"0 (skip) or 2 to {TEST_IMAGES} (the test images it is compared with)",
         )
         _check_registry_names(self.model_name, self.alias)
 
@@ -305,6 +322,22 @@ def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
 
 def _check_batch(key: str, value: int) -> None:
     _check(value >= 4 and value % 2 == 0, key, value, "an even integer >= 4 (half real, half fake)")
+    _check_count(key, value, 4, TRAIN_IMAGES, CIFAR_TRAIN)
+
+
+def _check_count(key: str, value: int, low: int, high: int, why: str, item_bytes: int = IMAGE_BYTES) -> None:
+    """A size bounded by the data (CIFAR-10's split sizes) or by memory; too large, the message
+    says what `value` would cost."""
+    if low <= value <= high:
+        return
+    cost = f"; {value} would take ~{value * item_bytes / 1e9:,.0f} GB as float32" if value > high else ""
+    raise PipelineError(
+        f"params.yaml: {key} = {value!r} is not allowed; expected {low} <= x <= {high} ({why}){cost}"
+    )
+
+
+def _check_seed(key: str, value: int) -> None:
+    _check(0 <= value <= MAX_SEED, key, value, f"0 <= x <= {MAX_SEED} (the seeds Keras and NumPy accept)")
 
 
 def _check_registry_names(model_name: str, alias: str) -> None:

@@ -11,6 +11,8 @@ or an interpolation strip between two latent points.
 
 import argparse
 import sys
+from collections.abc import Iterator
+from math import isqrt
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,9 @@ import numpy as np
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.images import save_grid, to_unit
 from cifar_dcgan.models import latent_points
+
+CHUNK = 1000  # images generated and written at a time: memory stays flat for any --n
+MAX_GRID = 1024  # images one grid picture shows (32 x 32 tiles, ~4,400 pixels square)
 
 
 def load_generator(uri: str, allow_unsafe: bool = False):
@@ -63,15 +68,20 @@ def interpolate(a: np.ndarray, b: np.ndarray, steps: int, method: str) -> np.nda
     return np.stack([(1.0 - t) * a + t * b for t in ts]).astype(np.float32)
 
 
-def latents(args, latent_dim: int) -> np.ndarray:
-    """The generator's input, drawn like in training (`train_gan.latent_distribution`)."""
+def latents(args, latent_dim: int, chunk: int = CHUNK) -> Iterator[np.ndarray]:
+    """The generator's input, drawn like in training (`train_gan.latent_distribution`), in
+    blocks of at most `chunk` rows: the same points as one draw, in constant memory."""
     rng = np.random.default_rng(args.seed)
     if args.interpolate:
         a, b = latent_points(rng, 2, latent_dim, args.distribution)
-        return interpolate(a, b, args.steps, args.interpolate)
-    if args.constant is not None:
-        return np.full((args.n, latent_dim), args.constant, dtype=np.float32)
-    return latent_points(rng, args.n, latent_dim, args.distribution)
+        yield interpolate(a, b, args.steps, args.interpolate)
+        return
+    for start in range(0, args.n, chunk):
+        n = min(chunk, args.n - start)
+        if args.constant is not None:
+            yield np.full((n, latent_dim), args.constant, dtype=np.float32)
+        else:
+            yield latent_points(rng, n, latent_dim, args.distribution)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,25 +110,45 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.n < 1:
         parser.error(f"argument --n: must be at least 1 (got {args.n})")
-    if args.steps < 2:
-        parser.error(f"argument --steps: must be at least 2 (got {args.steps})")
+    if not 2 <= args.steps <= MAX_GRID:
+        parser.error(f"argument --steps: must be 2 to {MAX_GRID} (got {args.steps})")
     if args.grid is None and args.out_dir is None:
         parser.error("nothing to write: give --grid FILE.png and/or --out-dir DIR")
+    if args.grid and not args.interpolate and args.n > MAX_GRID:
+        parser.error(
+            f"argument --n: a grid shows at most {MAX_GRID} images (got {args.n}); "
+            "write more with --out-dir alone"
+        )
     try:
         generator = load_generator(args.model, args.allow_unsafe)
-        images = generator.predict(latents(args, int(generator.input_shape[-1])), verbose=0)  # (n, 32, 32, 3)
+        written, shown = 0, []
+        for points in latents(args, int(generator.input_shape[-1]), CHUNK):
+            images = generator.predict(points, verbose=0)  # (chunk, 32, 32, 3)
+            if args.grid:
+                shown.append(images)
+            if args.out_dir:
+                write_images(images, args.out_dir, first=written)
+            written += len(images)
         if args.grid:
-            save_grid(images, args.grid, columns=len(images) if args.interpolate else 7)
-        if args.out_dir:
-            import matplotlib.pyplot as plt
-
-            args.out_dir.mkdir(parents=True, exist_ok=True)
-            for i, image in enumerate(to_unit(images)):
-                plt.imsave(args.out_dir / f"image_{i:04d}.png", image)
+            shown = np.concatenate(shown)
+            save_grid(
+                shown,
+                args.grid,
+                columns=len(shown) if args.interpolate else max(7, isqrt(len(shown) - 1) + 1),
+            )
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    print(f"generated {len(images)} image(s) from {args.model}")
+    print(f"generated {written} image(s) from {args.model}")
+
+
+def write_images(images: np.ndarray, folder: Path, first: int) -> None:
+    """One PNG per image, numbered from `first`."""
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(to_unit(images)):
+        plt.imsave(folder / f"image_{first + i:04d}.png", image)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,14 @@ def tile(images: np.ndarray, columns: int = 7, pad: int = 2) -> np.ndarray:
     return grid
 
 
-def save_grid(images: np.ndarray, path: Path, columns: int = 7, scale: int = 4) -> np.ndarray:
-    """Tile `images`, upscale each pixel `scale` times so 32x32 images are visible, save PNG;
-    returns the upscaled grid in [0, 1] (what the MLflow image chart shows full screen)."""
+def save_grid(
+    images: np.ndarray, path: Path, columns: int = 7, scale: int = 4, max_side: int = 2400
+) -> np.ndarray:
+    """Tile `images`, upscale each pixel `scale` times so 32x32 images are visible (less for
+    large grids: at most `max_side` pixels a side), save PNG; returns the upscaled grid in
+    [0, 1] (what the MLflow image chart shows full screen)."""
     grid = tile(images, columns)
+    scale = max(1, min(scale, max_side // max(grid.shape[:2])))
     big = np.repeat(np.repeat(grid, scale, axis=0), scale, axis=1)
     path.parent.mkdir(parents=True, exist_ok=True)
     plt.imsave(path, big)

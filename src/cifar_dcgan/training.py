@@ -186,6 +186,7 @@ class SnapshotCallback(keras.callbacks.Callback):
             events=list(self.events),
             restarts=self.restarts,
             epoch_seconds=list(self.epoch_seconds),
+            layout=checkpoint_lib.layout(self.model.state_variables()),
         )
 
     def save_checkpoint(self) -> None:
@@ -355,6 +356,22 @@ class SnapshotCallback(keras.callbacks.Callback):
         tmp.replace(path)
 
 
+REPORTS = ("losses.csv", "snapshots.csv", "losses.png", "accuracy.png", "quality.png")
+REPORTS += ("failures.json", "run.json", "metrics.json")
+
+
+def clear_earlier_outputs(snapshots_dir: Path, reports_dir: Path, keep_snapshots: bool) -> None:
+    """Delete what an earlier training wrote there (its reports and grids, and unless resuming
+    its snapshots), and nothing else: the folders may be shared or given by hand (`--reports reports`)."""
+    own = [(reports_dir, name) for name in REPORTS] + [(reports_dir / "grids", "epoch_*.png")]
+    if not keep_snapshots:
+        own.append((snapshots_dir, "epoch_*.keras"))
+    for folder, pattern in own:
+        for path in folder.glob(pattern):
+            if path.is_file() or path.is_symlink():  # a link (from DVC's cache): the link only
+                path.unlink()
+
+
 def train_gan(
     real_images: np.ndarray,
     model: ModelParams,
@@ -385,8 +402,7 @@ def train_gan(
             f"{replicas} replicas of train_gan.distribute = {params.distribute}; "
             f"use a multiple of {2 * replicas}"
         )
-    for folder in (reports_dir,) if resume else (snapshots_dir, reports_dir):
-        shutil.rmtree(folder, ignore_errors=True)
+    clear_earlier_outputs(snapshots_dir, reports_dir, keep_snapshots=resume is not None)
     for folder in (snapshots_dir, reports_dir / "grids"):
         folder.mkdir(parents=True, exist_ok=True)
     keras.utils.set_random_seed(params.seed)
@@ -410,6 +426,13 @@ def train_gan(
     callback.judge_real_images()
     callback.set_model(gan)
     if resume:
+        expected = checkpoint_lib.layout(gan.state_variables())
+        found = [[name, list(value.shape)] for (name, _), value in zip(resume.layout, resume.values)]
+        if found != expected:  # the fingerprint should have caught it: never assign misfitting values
+            rejected = checkpoint_lib.set_aside(checkpoint_dir, "its variables do not fit the model")
+            raise PipelineError(
+                f"the checkpoint does not fit the model; it was moved to {rejected}: run again"
+            )
         for variable, value in zip(gan.state_variables(), resume.values, strict=True):
             variable.assign(value)
         callback.restore(resume)
