@@ -100,7 +100,8 @@ def test_changed_params_never_resume_an_old_checkpoint(tmp_path, archive):
     assert stopped.returncode != 0
     set_params(root, train_gan={"label_smoothing": 0.1})
     result = run(["dvc", "repro"], root)
-    assert "was made with other params or data; training from scratch" in result.stdout
+    assert "not used: it was made with other params, data, evaluator or training code" in result.stdout
+    assert (root / "models" / "checkpoint" / "state.npz.rejected").is_file()  # set aside, not lost
     assert "resuming" not in result.stdout
     _, runs = train_runs(root)
     assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
