@@ -120,9 +120,10 @@ def test_more_epochs_continue_the_finished_run(tmp_path, archive):
     assert train.data.tags["changed_params"] == "train_gan.epochs: 2 -> 3"
     assert [m.step for m in client.get_metric_history(train.info.run_id, "d1")] == list(range(1, 13))
     assert [m.step for m in client.get_metric_history(train.info.run_id, "fcd")] == [1, 2, 3]
-    # run again with nothing changed but the code: a finished training starts over, in a new run
-    training = root / "src" / "cifar_dcgan" / "training.py"
-    training.write_text(training.read_text() + "\n# a code change\n")
+    # run again with nothing changed but the stage script (training code would change the
+    # checkpoint's fingerprint): a finished training starts over, in a new run
+    script = root / "stages" / "train_gan.py"
+    script.write_text(script.read_text() + "\n# a change of the stage script\n")
     result = run(["dvc", "repro"], root)
     assert "finished training of 3 epochs" in result.stdout and "resuming" not in result.stdout
     _, runs = train_runs(root)
