@@ -158,7 +158,7 @@ def failures(tmp_path):
 
 
 def test_detect_failure_finds_nan_and_a_winning_discriminator():
-    from cifar_dcgan.training import detect_failure
+    from cifar_dcgan.callbacks import detect_failure
 
     healthy = np.full((10, 3), 0.7)
     assert detect_failure(healthy, 5, 0.01) is None

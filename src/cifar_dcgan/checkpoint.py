@@ -43,7 +43,8 @@ class Checkpoint:
 
 
 # the modules whose code decides what training computes: a change to any of them starts over
-TRAINING_CODE = ("checkpoint", "config", "evaluator", "gan", "images", "models", "training")
+TRAINING_CODE = ("callbacks", "checkpoint", "config", "evaluator", "gan", "images", "models", "training")
+TRAINING_CODE += ("training_state",)
 
 
 def code_digest() -> str:
