@@ -1,0 +1,136 @@
+"""The training step against the classic Keras loop, the machine's peaks, snapshot scoring."""
+
+import dataclasses
+import os
+import platform
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from cifar_dcgan import evaluator
+from cifar_dcgan.gan import DCGAN
+from cifar_dcgan.models import adam, build_discriminator, build_generator, dtype_policy, latent_points
+
+# per core: two 512-bit FMA pipes x 16 fp32 lanes x 2 FLOP (Zen 5 / recent Xeon); Zen 4 has half
+FP32_FLOP_PER_CYCLE = 64
+
+
+def forward_flops(model: keras.Model) -> int:
+    """Multiply-adds x 2 of the Conv2D, Conv2DTranspose and Dense layers, per image."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2DTranspose):
+            _, h, w, c_in = layer.input.shape
+            total += 2 * h * w * np.prod(layer.kernel_size) * c_in * layer.filters
+        elif isinstance(layer, keras.layers.Conv2D):
+            _, h, w, _ = layer.output.shape
+            total += 2 * h * w * np.prod(layer.kernel_size) * layer.input.shape[-1] * layer.filters
+        elif isinstance(layer, keras.layers.Dense):
+            total += 2 * layer.input.shape[-1] * layer.units
+    return int(total)
+
+
+def iteration_flops(d_flops: int, g_flops: int, batch: int) -> int:
+    """D on B/2 real (fwd + bwd = 3x), G fwd + D 3x on B/2 fake, G 3x + D fwd and input-grad (2x) on B."""
+    half = batch // 2
+    return 3 * d_flops * half + (g_flops + 3 * d_flops) * half + (3 * g_flops + 2 * d_flops) * batch
+
+
+def classic_loop(model_params, latent_dim: int, images: np.ndarray, batch: int, seed: int):
+    """The tutorial pattern, returning a function that runs one iteration."""
+    keras.utils.set_random_seed(seed)
+    d = build_discriminator(model_params, seed)
+    g = build_generator(model_params, latent_dim, seed)
+    d.compile(loss="binary_crossentropy", optimizer=adam(2e-4, 0.5), metrics=["accuracy"])
+    d.trainable = False
+    gan = keras.Sequential([g, d])
+    gan.compile(loss="binary_crossentropy", optimizer=adam(2e-4, 0.5))
+    rng, half = np.random.default_rng(seed), batch // 2
+
+    def iteration():
+        d.trainable = True
+        d.train_on_batch(images[rng.integers(0, len(images), half)], np.ones((half, 1)))
+        fake = g.predict(rng.standard_normal((half, latent_dim)).astype(np.float32), verbose=0)
+        d.train_on_batch(fake, np.zeros((half, 1)))
+        d.trainable = False
+        gan.train_on_batch(rng.standard_normal((batch, latent_dim)).astype(np.float32), np.ones((batch, 1)))
+
+    iteration()  # trace all three functions, then check the pattern does what it claims
+    d_before, g_before = [w.numpy().copy() for w in d.weights], [w.numpy().copy() for w in g.weights]
+    gan.train_on_batch(rng.standard_normal((batch, latent_dim)).astype(np.float32), np.ones((batch, 1)))
+    assert all(np.array_equal(a, w.numpy()) for a, w in zip(d_before, d.weights)), "G's update changed D"
+    assert not all(np.array_equal(a, w.numpy()) for a, w in zip(g_before, g.weights)), "G did not train"
+    d.trainable = True
+    d.train_on_batch(images[:half], np.ones((half, 1)))
+    assert not all(np.array_equal(a, w.numpy()) for a, w in zip(d_before, d.weights)), "D did not train"
+    return iteration, d, g
+
+
+def project_step(model_params, train_params, images: np.ndarray, precision: str):
+    """This project's step, as `fit()` calls it; returns (one-iteration function, tracing seconds)."""
+    params = dataclasses.replace(train_params, precision=precision)
+    keras.utils.set_random_seed(params.seed)
+    with dtype_policy(precision):
+        d = build_discriminator(model_params, params.seed)
+        g = build_generator(model_params, params.latent_dim, params.seed)
+    gan = DCGAN(d, g, tf.constant(images), params, steps_per_epoch=len(images) // params.batch_size)
+    gan.compile(adam(2e-4, 0.5, precision), adam(2e-4, 0.5, precision))
+    from cifar_dcgan.training import real_index_batches
+
+    iterator = iter(real_index_batches(len(images), params.batch_size // 2, "random", params.seed))
+    gan.make_train_function()
+    train_function = gan.train_function
+
+    def iteration():
+        logs = train_function(iterator)
+        float(logs["g"])  # wait for the result, as the progress bar does
+
+    start = time.perf_counter()
+    iteration()
+    return iteration, time.perf_counter() - start, d, g
+
+
+def matmul_gflops(dtype, n: int = 4096, repeats: int = 10) -> float:
+    a = tf.random.normal((n, n), dtype=tf.float32)
+    a = tf.cast(a, dtype)
+    f = tf.function(lambda x: tf.matmul(x, x))
+    f(a).numpy()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        f(a).numpy()
+    return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
+
+
+def cpu_name() -> str:
+    names = [line.split(":")[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+    return names[0] if names else platform.machine()
+
+
+def theoretical_peak() -> tuple[float, str]:
+    mhz = [float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.startswith("cpu MHz")]
+    cores = os.cpu_count() or 1
+    ghz = max(mhz) / 1000 if mhz else float("nan")
+    return (
+        cores * FP32_FLOP_PER_CYCLE * ghz,
+        f"{cores} cores x {FP32_FLOP_PER_CYCLE} FLOP/cycle x {ghz:.2f} GHz nominal; boost clocks go higher",
+    )
+
+
+def snapshot_scoring(model_params, train_params, evaluator_params) -> float:
+    """Seconds to generate `fcd_samples` images and score them with a default-size
+    evaluator (its weights do not change the cost), as train-gan does at each snapshot."""
+    generator = build_generator(model_params, train_params.latent_dim, train_params.seed)
+    judge = evaluator.extractor(evaluator.build_classifier(evaluator_params, 0))
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((10_000, evaluator_params.features))
+    stats = evaluator.RealStats.of(features, rng)
+    latents = latent_points(rng, train_params.fcd_samples, train_params.latent_dim, "gaussian")
+    timings = []
+    for _ in range(2):  # the first includes tracing
+        start = time.perf_counter()
+        images = generator.predict(latents, batch_size=500, verbose=0)
+        evaluator.quality(judge, stats, images, seed=0)
+        timings.append(time.perf_counter() - start)
+    return timings[-1]
