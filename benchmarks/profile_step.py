@@ -1,0 +1,174 @@
+"""Where one training iteration's time goes, by kind of operation, in each precision.
+
+    make profile            (python benchmarks/profile_step.py --iterations 3)
+
+For each precision, the project's compiled step (as `fit()` runs it, default architecture,
+batch 128) is traced with TensorFlow's profiler over a few iterations after a warm-up. Every
+TensorFlow op's time is summed by kind: conv forward, backprop-input and backprop-filter,
+the same three for conv-transpose, dense, elementwise (activations, bias, dropout,
+tanh/sigmoid, batch norm, casts), optimizer updates, random draws, gather, loss, other. The
+kernel column says who ran the op: oneDNN (TensorFlow's `_Mkl` ops) or TensorFlow's own
+Eigen kernels. A second pass, run with `ONEDNN_VERBOSE=1`, lists the oneDNN implementation
+of each primitive (AMX, avx512_core_bf16, avx2, a reference kernel ...); it is empty where
+TensorFlow does not use oneDNN. TensorFlow turns oneDNN on by default only on CPUs with
+AVX-512 VNNI/BF16 or AMX. Op times are summed over TensorFlow's threads, so they can exceed
+the wall time; the shares are of the summed time. Prints Markdown; nothing is asserted.
+"""
+
+import argparse
+import collections
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+KINDS = (
+    "conv forward", "conv backprop-input", "conv backprop-filter",
+    "conv-transpose forward", "conv-transpose backprop-input", "conv-transpose backprop-filter",
+    "dense", "elementwise", "optimizer updates", "random draws", "gather", "loss", "other",
+)  # fmt: skip
+ELEMENTWISE = re.compile(
+    r"LeakyRelu|Relu|BiasAdd|Tanh|Sigmoid|Cast|Mul|Add|Sub|RealDiv|Div|Select|Maximum|Minimum|"
+    r"FusedBatchNorm|Rsqrt|Square|Sqrt|Neg|Exp|Log|Greater|Less|Equal|Floor|ClipByValue|Pow"
+)
+
+
+def kind(name: str, op: str) -> str:
+    """The kind of a TensorFlow op from its name (the layer path) and type."""
+    op = op.removeprefix("_MklNative").removeprefix("_Mkl").removeprefix("_Fused")
+    backward = "gradient_tape" in name
+    if "conv_transpose" in name and op.startswith("Conv2D"):
+        if not backward:
+            return "conv-transpose forward"  # a conv-transpose is computed as Conv2DBackpropInput
+        return "conv-transpose backprop-filter" if "Filter" in op else "conv-transpose backprop-input"
+    if op.startswith("Conv2D"):
+        if "BackpropFilter" in op:
+            return "conv backprop-filter"
+        return "conv backprop-input" if "BackpropInput" in op else "conv forward"
+    lowered = name.lower()
+    if "adam" in lowered or "optimizer" in lowered or op.startswith("ResourceApply"):
+        return "optimizer updates"
+    if "Random" in op:
+        return "random draws"
+    if "Gather" in op:
+        return "gather"
+    if "crossentropy" in lowered or "loss" in lowered:
+        return "loss"
+    if op.startswith(("MatMul", "BatchMatMul")):
+        return "dense"
+    if ELEMENTWISE.search(op):
+        return "elementwise"
+    return "other"
+
+
+def profile(precision: str, iterations: int) -> tuple[dict[str, float], dict[str, str], float]:
+    """(ms per iteration by kind, kernel by kind, wall ms per iteration) of the step in `precision`."""
+    import tensorflow as tf
+    from bench_step import project_step
+    from tensorflow.tsl.profiler.protobuf import xplane_pb2
+
+    from cifar_dcgan.config import load_params
+
+    params = load_params(REPO / "params.yaml", "model", "train_gan")
+    images = np.random.default_rng(0).uniform(-1, 1, (2048, 32, 32, 3)).astype(np.float32)
+    iteration, _, _, _ = project_step(params["model"], params["train_gan"], images, precision)
+    iteration()  # warm-up beyond tracing
+    with tempfile.TemporaryDirectory() as logdir:
+        tf.profiler.experimental.start(logdir)
+        start = time.perf_counter()
+        for _ in range(iterations):
+            iteration()
+        wall = (time.perf_counter() - start) * 1000 / iterations
+        tf.profiler.experimental.stop()
+        (path,) = Path(logdir).rglob("*.xplane.pb")
+        space = xplane_pb2.XSpace.FromString(path.read_bytes())
+    totals, kernels = collections.Counter(), collections.defaultdict(set)
+    for plane in space.planes:
+        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        for line in plane.lines:
+            if not line.name.startswith("tf_Compute"):
+                continue
+            for event in line.events:
+                full = names.get(event.metadata_id, "")
+                name, _, op = full.rpartition(":")
+                if not name or "::" in full or " " in op:
+                    continue  # executor bookkeeping (ExecutorState::Process, ...), not an op
+                category = kind(name, op)
+                totals[category] += event.duration_ps / 1e9 / iterations
+                kernels[category].add("oneDNN" if op.startswith("_Mkl") else "Eigen")
+    return dict(totals), {k: "+".join(sorted(v)) for k, v in kernels.items()}, wall
+
+
+def onednn_implementations(precision: str) -> dict[tuple[str, str, str], float]:
+    """(primitive, implementation, source dtype) -> ms over one iteration, from oneDNN's own
+    verbose log (`gemm_api`: a matrix product TensorFlow's Eigen kernels hand to oneDNN)."""
+    env = {**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    command = [sys.executable, __file__, "--verbose-iteration", precision]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
+    timed = result.stdout.partition("=== timed ===")[2]
+    found = collections.Counter()
+    for line in timed.splitlines():
+        fields = line.split(",")
+        if line.startswith("onednn_verbose") and "exec" in fields:
+            at = fields.index("exec")
+            dtype = re.search(r"src_([a-z0-9]+)", line)
+            key = (fields[at + 2], fields[at + 3] or "-", dtype.group(1) if dtype else "?")
+            found[key] += float(fields[-1])
+    return dict(found)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--iterations", type=int, default=3, help="profiled iterations per precision")
+    parser.add_argument("--precisions", nargs="+", default=["float32", "mixed_bfloat16"])
+    parser.add_argument("--verbose-iteration", metavar="PRECISION", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    sys.path.insert(0, str(Path(__file__).parent))
+    from bench_step import cpu_name, project_step
+
+    if args.verbose_iteration:  # the ONEDNN_VERBOSE pass: warm up, then one marked iteration
+        from cifar_dcgan.config import load_params
+
+        params = load_params(REPO / "params.yaml", "model", "train_gan")
+        images = np.random.default_rng(0).uniform(-1, 1, (2048, 32, 32, 3)).astype(np.float32)
+        iteration, *_ = project_step(params["model"], params["train_gan"], images, args.verbose_iteration)
+        iteration()
+        print("=== timed ===", flush=True)
+        iteration()
+        return
+
+    results = {p: profile(p, args.iterations) for p in args.precisions}
+    print(f"\n{cpu_name()}, {os.cpu_count()} cores; ms per iteration, op times summed over threads\n")
+    print("| kind | " + " | ".join(f"{p} ms | share | kernel" for p in args.precisions) + " |")
+    print("|---|" + "---|---|---|" * len(args.precisions))
+    for category in KINDS:
+        cells = []
+        for totals, kernels, _ in results.values():
+            share = totals.get(category, 0.0) / max(sum(totals.values()), 1e-9)
+            cells.append(f"{totals.get(category, 0.0):.1f} | {share:.0%} | {kernels.get(category, '-')}")
+        print(f"| {category} | " + " | ".join(cells) + " |")
+    print(
+        "| **summed op time** | "
+        + " | ".join(f"{sum(t.values()):.1f} | | " for t, _, _ in results.values())
+        + " |"
+    )
+    print("| **wall time** | " + " | ".join(f"{w:.1f} | | " for _, _, w in results.values()) + " |")
+    for precision in args.precisions:
+        found = onednn_implementations(precision)
+        print(f"\noneDNN primitives in one {precision} iteration (ONEDNN_VERBOSE):")
+        if not found:
+            print("  none: TensorFlow ran every op with its own kernels (oneDNN is off on this CPU)")
+        for (primitive, implementation, dtype), ms in sorted(found.items(), key=lambda item: -item[1]):
+            print(f"  {primitive:<16} {implementation:<32} {dtype:<6} {ms:9.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
