@@ -25,6 +25,7 @@ def test_shipped_params_are_valid_and_classic():
         0.5,
     )
     assert params["model"].d_filters == (64, 128, 128, 256) and params["model"].d_dropout == 0.4
+    assert gan.g_ema == 0.0  # later tricks are off by default
     assert flatten({"model": params["model"]})["model.g_filters"] == [128, 128, 128]
 
 
@@ -53,6 +54,7 @@ BAD = [
     ("train_gan", "on_failure", "ignore", "on_failure = 'ignore' .* warn | stop | restart"),
     ("train_gan", "d_learning_rate", -1, "d_learning_rate = -1.0 .* a number > 0"),
     ("train_gan", "seed", True, "train_gan.seed = True .* a whole number"),
+    ("train_gan", "g_ema", 1.0, r"train_gan.g_ema = 1.0 .* 0 \(off\) or a decay 0 < x < 1"),
     ("train_gan", "epoch", 3, r"unknown key\(s\) train_gan.epoch; allowed in 'train_gan': epochs"),
     (
         "model",

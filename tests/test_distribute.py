@@ -71,6 +71,13 @@ def test_mirrored_on_two_devices_trains_like_one_device(tmp_path):
     assert_same_training(tmp_path / "one", tmp_path / "two")
 
 
+def test_the_generator_ema_is_the_same_on_two_devices(tmp_path):
+    """train_gan.g_ema: the averaged weights (what the snapshots hold) agree across replicas."""
+    finish(start(tmp_path / "one", "none", changes={"g_ema": 0.9}))
+    finish(start(tmp_path / "two", "mirrored", changes={"g_ema": 0.9}))
+    assert_same_training(tmp_path / "one", tmp_path / "two")
+
+
 def test_a_half_batch_the_replicas_cannot_share_is_refused(tmp_path):
     result = finish(start(tmp_path / "odd", "mirrored", changes={"batch_size": 18}))
     assert result["error"] == (

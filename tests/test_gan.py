@@ -277,3 +277,54 @@ def test_training_clears_only_its_own_earlier_outputs_from_folders_given_by_hand
     assert not (models / "epoch_009.keras").exists() and not (reports / "grids" / "epoch_009.png").exists()
     assert sorted(p.name for p in models.glob("epoch_*.keras")) == ["epoch_001.keras"]
     assert "d1" in json.loads((reports / "metrics.json").read_text())  # written anew
+
+
+def test_the_generator_ema_is_the_closed_form_after_k_steps(make_params):
+    """ema_k = d^k w_0 + (1 - d) * sum_t d^(k - t) w_t over G's weights after each step."""
+    decay, k = 0.9, 4
+    gan = make_gan(make_params, g_ema=decay, model={"g_batch_norm": True})
+    history = [weights(gan.generator)]
+    for _ in range(k):
+        one_step(gan)
+        history.append(weights(gan.generator))
+    for i, average in enumerate(gan.ema_weights):
+        expected = decay**k * history[0][i] + (1 - decay) * sum(
+            decay ** (k - t) * history[t][i] for t in range(1, k + 1)
+        )
+        np.testing.assert_allclose(average.numpy(), expected, rtol=1e-5, atol=1e-7)
+    shown = gan.snapshot_generator()
+    assert shown is not gan.generator and changed(weights(gan.generator), weights(shown))
+    for a, b in zip(shown.trainable_weights, gan.ema_weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    for a, b in zip(shown.non_trainable_weights, gan.generator.non_trainable_weights, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())  # batch-norm statistics: G's own
+    assert make_gan(make_params).snapshot_generator().name.startswith("generator")  # off: G itself
+
+
+def test_a_resumed_training_with_ema_saves_the_same_snapshots(tmp_path, make_params):
+    from cifar_dcgan import checkpoint
+
+    model = make_params("model", **SMALL_MODEL)
+    short, longer = (make_params("train_gan", **tiny_training(epochs=n, g_ema=0.8)) for n in (2, 4))
+    images = real_images()
+
+    def train(params, name, resume=None):
+        train_gan(
+            images, model, params, tmp_path / name / "snap", tmp_path / name / "rep", NullTracker(),
+            tmp_path / name / "ckpt", resume,
+        )  # fmt: skip
+
+    train(short, "grown")
+    train(
+        longer,
+        "grown",
+        checkpoint.load(tmp_path / "grown" / "ckpt", checkpoint.fingerprint(model, longer, images), 4),
+    )
+    train(longer, "straight")
+    for epoch in (3, 4):
+        grown, straight = (
+            keras.models.load_model(tmp_path / name / "snap" / f"epoch_{epoch:03d}.keras")
+            for name in ("grown", "straight")
+        )
+        for a, b in zip(grown.weights, straight.weights, strict=True):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())

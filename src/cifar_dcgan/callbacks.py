@@ -212,12 +212,11 @@ class Snapshots(keras.callbacks.Callback):
             "acc_real": float(np.mean(gan.discriminator(real, training=False).numpy() > 0.5)),
             "acc_fake": float(np.mean(gan.discriminator(fake, training=False).numpy() < 0.5)),
         }
-        grid = save_grid(
-            gan.generator(self.probe, training=False).numpy(), self.grids_dir / f"epoch_{epoch:03d}.png"
-        )
-        gan.generator.save(self.snapshots_dir / f"epoch_{epoch:03d}.keras")
+        shown = gan.snapshot_generator()  # G, or the moving average of its weights (train_gan.g_ema)
+        grid = save_grid(shown(self.probe, training=False).numpy(), self.grids_dir / f"epoch_{epoch:03d}.png")
+        shown.save(self.snapshots_dir / f"epoch_{epoch:03d}.keras")
         if self.evaluator:
-            images = gan.generator.predict(self.quality_latents, batch_size=500, verbose=0)
+            images = shown.predict(self.quality_latents, batch_size=500, verbose=0)
             scores |= self.evaluator.quality(images, seed=state.params.seed)
         means = dict(zip(LOSSES, history.mean(axis=0).tolist()))
         iteration = first_step + len(history) - 1

@@ -168,6 +168,7 @@ class TrainGanParams:
     failure_window: int  # last iterations of each epoch checked for a discriminator that has won
     failure_loss: float  # d1 and d2 both below this over the window: D has won
     fcd_samples: int  # generated images FCD, KID and the other quality metrics use per snapshot
+    g_ema: float  # EMA decay of G's weights for snapshots (0: off); G itself trains as before
 
     def __post_init__(self):
         s = "train_gan"
@@ -199,6 +200,7 @@ class TrainGanParams:
         _check(self.failure_window >= 1, f"{s}.failure_window", self.failure_window, "an integer >= 1")
         _check(self.failure_loss > 0, f"{s}.failure_loss", self.failure_loss, "a number > 0")
         _check_count(f"{s}.fcd_samples", self.fcd_samples, 2, MAX_GENERATED, "generated images held at once")
+        _check(0 <= self.g_ema < 1, f"{s}.g_ema", self.g_ema, "0 (off) or a decay 0 < x < 1, e.g. 0.999")
 
 
 @dataclasses.dataclass(frozen=True)

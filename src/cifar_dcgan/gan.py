@@ -77,6 +77,13 @@ class DCGAN(keras.Model):
         first = tf.VariableAggregation.ONLY_FIRST_REPLICA
         self.loss_history = tf.Variable(tf.zeros((steps_per_epoch, 3)), trainable=False, aggregation=first)
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=first)
+        # train_gan.g_ema: a moving average of G's trainable weights, updated after each G step
+        self.ema_weights = [
+            tf.Variable(w.value, trainable=False, aggregation=first, name=f"ema_{i}")
+            for i, w in enumerate(generator.trainable_weights)
+        ] if params.g_ema > 0 else []  # fmt: skip
+        # what snapshots show with g_ema: built here, under the strategy's scope like G
+        self.ema_generator = keras.models.clone_model(generator) if self.ema_weights else None
         # D's batch-norm statistics (not its dropout RNG state), kept unchanged by the G update
         self.d_statistics = [
             v for v in discriminator.non_trainable_variables if "seed_generator" not in v.path
@@ -110,7 +117,20 @@ class DCGAN(keras.Model):
             self.seed_generator.state,
             self.iteration,
             self.loss_history,
+            *self.ema_weights,
         ]
+
+    def snapshot_generator(self) -> keras.Model:
+        """The generator that snapshots, grids and quality scores show: G itself, or with
+        `train_gan.g_ema` a copy holding the moving average of its weights (and G's batch-norm
+        statistics)."""
+        if self.ema_generator is None:
+            return self.generator
+        for target, source in zip(self.ema_generator.weights, self.generator.weights, strict=True):
+            target.assign(source)
+        for target, average in zip(self.ema_generator.trainable_weights, self.ema_weights, strict=True):
+            target.assign(average)
+        return self.ema_generator
 
     def draw_seed(self, draw: int) -> tf.Tensor:
         """The seed of random draw number `draw` of this iteration: from the seed state and
@@ -167,6 +187,9 @@ class DCGAN(keras.Model):
         self.g_optimizer.apply_gradients(zip(gradients, self.generator.trainable_weights))
         for variable, value in zip(self.d_statistics, d_state):
             variable.assign(value)  # D's batch-norm statistics stay as the D updates left them
+        decay = self.params.g_ema
+        for average, weight in zip(self.ema_weights, self.generator.trainable_weights):
+            average.assign(decay * average + (1.0 - decay) * tf.cast(weight, average.dtype))
 
         g = global_mean(g)
         row = self.iteration % self.steps_per_epoch

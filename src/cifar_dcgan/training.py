@@ -122,7 +122,7 @@ def train_gan(
         done = int(gan.iteration.numpy())
         print(f"resuming at iteration {done} (epoch {done // steps + 1}) from {checkpoint_dir}", flush=True)
     snapshots.first_grid(
-        gan.generator, checkpoint_dir / "epoch_000.png" if checkpoint_dir else None, bool(resume)
+        gan.snapshot_generator(), checkpoint_dir / "epoch_000.png" if checkpoint_dir else None, bool(resume)
     )
     state.last_good = state.capture(gan.state_variables(), tracker.run_id)
     with finish_iteration_on_signal(state):
