@@ -174,17 +174,16 @@ def build_gan(
     steps: int,
     strategy: tf.distribute.Strategy,
 ) -> DCGAN:
-    """Both networks, the DCGAN and its optimizers, seeded, built under the strategy."""
+    """Both networks, their optimizers and the DCGAN, seeded, built under the strategy."""
     keras.utils.set_random_seed(params.seed)
     with strategy.scope():
         with dtype_policy(params.precision):
             discriminator = build_discriminator(model, params.seed)
             generator = build_generator(model, params.latent_dim, params.seed)
+        d_optimizer = adam(params.d_learning_rate, params.beta1, params.precision)
+        g_optimizer = adam(params.g_learning_rate, params.beta1, params.precision)
         gan = DCGAN(discriminator, generator, tf.constant(real_images), params, steps)
-        gan.compile(
-            adam(params.d_learning_rate, params.beta1, params.precision),
-            adam(params.g_learning_rate, params.beta1, params.precision),
-        )
+        gan.compile(d_optimizer, g_optimizer)
         gan.state_variables()  # builds both optimizers under the strategy
     return gan
 
