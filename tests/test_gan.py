@@ -222,6 +222,18 @@ def test_a_discriminator_that_wins_is_detected(tmp_path, make_params):
     assert losses[-4:, 1].mean() < 0.05 and losses[-4:, 2].mean() < 0.05
 
 
+def trainer(tmp_path, images, model):
+    """train(params, name, resume=None): a training into tmp_path/name (snap, rep, ckpt)."""
+
+    def train(params, name, resume=None):
+        train_gan(
+            images, model, params, tmp_path / name / "snap", tmp_path / name / "rep", NullTracker(),
+            tmp_path / name / "ckpt", resume,
+        )  # fmt: skip
+
+    return train
+
+
 def test_more_epochs_continue_a_finished_training_and_the_same_epochs_start_over(
     tmp_path, make_params, capsys
 ):
@@ -231,11 +243,7 @@ def test_more_epochs_continue_a_finished_training_and_the_same_epochs_start_over
     short, longer = (make_params("train_gan", **tiny_training(epochs=n)) for n in (2, 4))
     images = real_images()
 
-    def train(params, name, resume=None):
-        train_gan(
-            images, model, params, tmp_path / name / "snap", tmp_path / name / "rep", NullTracker(),
-            tmp_path / name / "ckpt", resume,
-        )  # fmt: skip
+    train = trainer(tmp_path, images, model)
 
     train(short, "grown")
     first_grid = (tmp_path / "grown" / "rep" / "grids" / "epoch_000.png").read_bytes()
@@ -308,11 +316,7 @@ def test_a_resumed_training_with_ema_saves_the_same_snapshots(tmp_path, make_par
     short, longer = (make_params("train_gan", **tiny_training(epochs=n, g_ema=0.8)) for n in (2, 4))
     images = real_images()
 
-    def train(params, name, resume=None):
-        train_gan(
-            images, model, params, tmp_path / name / "snap", tmp_path / name / "rep", NullTracker(),
-            tmp_path / name / "ckpt", resume,
-        )  # fmt: skip
+    train = trainer(tmp_path, images, model)
 
     train(short, "grown")
     train(
