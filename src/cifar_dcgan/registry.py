@@ -142,12 +142,12 @@ def _open_verified(uri: str, base: str, expected: str | None, folder: Path, allo
     descriptor = Path(
         mlflow.artifacts.download_artifacts(f"{base.rstrip('/')}/MLmodel", dst_path=str(folder))
     )
-    flavor = (yaml.safe_load(descriptor.read_text()) or {}).get("flavors", {}).get("keras")
+    flavors = (yaml.safe_load(descriptor.read_text()) or {}).get("flavors") or {}
+    flavor = flavors.get("keras")
     if not flavor or flavor.get("save_exported_model") or flavor.get("data") != "data":
         raise PipelineError(
             f"refusing to load {uri}: it is not a native .keras generator as this pipeline registers "
-            f"(flavours: {', '.join(yaml.safe_load(descriptor.read_text()).get('flavors', {})) or 'none'}); "
-            "loading it could run code stored with it"
+            f"(flavours: {', '.join(flavors) or 'none'}); loading it could run code stored with it"
         )
     if not expected:
         raise PipelineError(
