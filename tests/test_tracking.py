@@ -185,3 +185,19 @@ def test_a_run_the_store_refuses_to_set_up_ends_failed_not_running(tmp_path, mon
     client = MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("refused").experiment_id])
     assert run.info.status == "FAILED" and run.info.end_time is not None
+
+
+def test_a_stage_shorter_than_one_sampling_interval_still_fills_the_system_metrics_tab(tmp_path, monkeypatch):
+    """MLflow's sampler logs every 10 s: a stage that ends sooner would show an empty tab."""
+    from mlflow import MlflowClient
+
+    from cifar_dcgan.tracking import stage_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with stage_run("prepare", "short", {"x": 1}, system_metrics=True):
+        pass
+    client = MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("short").experiment_id])
+    assert run.data.metrics["system/cpu_utilization_percentage"] >= 0
+    assert run.data.metrics["system/system_memory_usage_megabytes"] > 0

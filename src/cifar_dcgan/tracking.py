@@ -470,7 +470,8 @@ def _mark_parent(client, parent: str | None, status: str) -> None:
 
 
 def _system_metrics(run_id: str, uri: str, resume: bool):
-    """MLflow's own sampler of CPU, memory, disk, network and GPU use, every 10 s, on a thread."""
+    """MLflow's own sampler of CPU, memory, disk, network and GPU use, every 10 s, on a thread;
+    a stage shorter than that still gets one sample, taken as it ends."""
     try:
         import logging
 
@@ -478,7 +479,21 @@ def _system_metrics(run_id: str, uri: str, resume: bool):
 
         logging.getLogger(SystemMetricsMonitor.__module__).setLevel(logging.WARNING)  # start/stop notices
 
-        monitor = SystemMetricsMonitor(run_id, resume_logging=resume, tracking_uri=uri)
+        class Monitor(SystemMetricsMonitor):
+            published = 0
+
+            def publish_metrics(self, metrics):
+                super().publish_metrics(metrics)
+                self.published += 1
+
+            def finish(self):
+                super().finish()
+                if not self.published:  # stopped inside the first interval: MLflow logs nothing then
+                    self.collect_metrics()
+                    self.publish_metrics(self.aggregate_metrics())
+                    self.mlflow_logger.flush()
+
+        monitor = Monitor(run_id, resume_logging=resume, tracking_uri=uri)
         monitor.start()
         return monitor
     except Exception as error:  # e.g. psutil missing: the stage runs without the tab
