@@ -288,16 +288,18 @@ def test_training_clears_only_its_own_earlier_outputs_from_folders_given_by_hand
 
 
 def test_the_generator_ema_is_the_closed_form_after_k_steps(make_params):
-    """ema_k = d^k w_0 + (1 - d) * sum_t d^(k - t) w_t over G's weights after each step."""
+    """ema_k = prod_t d_t w_0 + sum_t (1 - d_t) prod_{s > t} d_s w_t over G's weights after
+    each step, with the warm-up d_t = min(decay, t / (9 + t)) of the t-th update."""
     decay, k = 0.9, 4
     gan = make_gan(make_params, g_ema=decay, model={"g_batch_norm": True})
     history = [weights(gan.generator)]
     for _ in range(k):
         one_step(gan)
         history.append(weights(gan.generator))
+    d = {t: min(decay, t / (9 + t)) for t in range(1, k + 1)}
     for i, average in enumerate(gan.ema_weights):
-        expected = decay**k * history[0][i] + (1 - decay) * sum(
-            decay ** (k - t) * history[t][i] for t in range(1, k + 1)
+        expected = np.prod(list(d.values())) * history[0][i] + sum(
+            (1 - d[t]) * np.prod([d[s] for s in range(t + 1, k + 1)]) * history[t][i] for t in range(1, k + 1)
         )
         np.testing.assert_allclose(average.numpy(), expected, rtol=1e-5, atol=1e-7)
     shown = gan.snapshot_generator()

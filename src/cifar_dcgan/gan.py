@@ -187,7 +187,10 @@ class DCGAN(keras.Model):
         self.g_optimizer.apply_gradients(zip(gradients, self.generator.trainable_weights))
         for variable, value in zip(self.d_statistics, d_state):
             variable.assign(value)  # D's batch-norm statistics stay as the D updates left them
-        decay = self.params.g_ema
+        # warm-up as in tf.train.ExponentialMovingAverage(num_updates): a short average at
+        # first, lengthening to g_ema, so early snapshots are not held near the initial weights
+        steps = tf.cast(self.iteration, tf.float32)
+        decay = tf.minimum(self.params.g_ema, (1.0 + steps) / (10.0 + steps))
         for average, weight in zip(self.ema_weights, self.generator.trainable_weights):
             average.assign(decay * average + (1.0 - decay) * tf.cast(weight, average.dtype))
 
