@@ -19,6 +19,7 @@ from cifar_dcgan import checkpoint
 from cifar_dcgan.config import flatten, load_params
 from cifar_dcgan.errors import run_stage
 from cifar_dcgan.evaluator import Evaluator
+from cifar_dcgan.losses import LOSSES
 from cifar_dcgan.tracking import NullTracker, prepared_dataset, stage_run
 from cifar_dcgan.training import is_chief, make_strategy, train_gan
 
@@ -50,7 +51,8 @@ def main() -> None:
                     "train-gan",
                     params["tracking"].experiment,
                     run_params,
-                    {"evaluator_digest": judge.digest},  # FCDs of different judges never pool
+                    # FCDs of different judges never pool; the description says what d1/d2/g mean
+                    {"evaluator_digest": judge.digest, "mlflow.note.content": LOSSES[train.loss].note},
                     resume_run_id=resume_run_id,
                     system_metrics=True,
                 )

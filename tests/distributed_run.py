@@ -1,7 +1,9 @@
 """Run a tiny GAN training under a tf.distribute strategy, in its own process (TensorFlow's
 devices and cluster must be set up before anything else runs).
 
-    python tests/distributed_run.py OUT_DIR none|mirrored|multi_worker [LOGICAL_CPUS]
+    python tests/distributed_run.py OUT_DIR none|mirrored|multi_worker [LOGICAL_CPUS [CHANGES]]
+
+CHANGES: JSON of train_gan values, and of model values under "model".
 
 Writes OUT_DIR/reports (losses.csv, snapshots.csv, ...) when this process is the chief, and
 prints one JSON line: {"chief": ..., "replicas": ...} or {"error": "..."}.
@@ -36,12 +38,13 @@ with open(Path(__file__).parents[1] / "params.yaml") as file:
     import yaml
 
     raw = yaml.safe_load(file)
-model = parse_section("model", {**raw["model"], **SMALL_MODEL, **VARIANT["model"]}, SECTIONS["model"])
 changes = {
     **VARIANT["train_gan"],
     "distribute": distribute,
     **json.loads(sys.argv[4] if len(sys.argv) > 4 else "{}"),
 }
+model_changes = {**SMALL_MODEL, **VARIANT["model"], **changes.pop("model", {})}
+model = parse_section("model", {**raw["model"], **model_changes}, SECTIONS["model"])
 params = parse_section("train_gan", {**raw["train_gan"], **tiny_training(**changes)}, SECTIONS["train_gan"])
 images = synthetic_images(64, seed=3).astype(np.float32) / 127.5 - 1.0
 chief = is_chief(strategy)

@@ -26,6 +26,7 @@ def test_shipped_params_are_valid_and_classic():
     )
     assert params["model"].d_filters == (64, 128, 128, 256) and params["model"].d_dropout == 0.4
     assert gan.g_ema == 0.0  # later tricks are off by default
+    assert (gan.loss, gan.d_steps, gan.diff_augment, params["model"].d_spectral_norm) == ("bce", 1, (), False)
     assert flatten({"model": params["model"]})["model.g_filters"] == [128, 128, 128]
 
 
@@ -92,7 +93,46 @@ BAD = [
     ("train_gan", "seed", 2**40, r"train_gan.seed = 1099511627776 .* 0 <= x <= 2147483647"),
     ("train_evaluator", "seed", -1, r"train_evaluator.seed = -1"),
     ("train_discriminator_sanity", "seed", 2**40, r"train_discriminator_sanity.seed = 1099511627776"),
+    ("train_gan", "loss", "wasserstein", r"train_gan.loss = 'wasserstein' .* bce \| hinge \| least_squares"),
+    ("train_gan", "d_steps", 0, r"train_gan.d_steps = 0 .* 1 <= x <= 10"),
+    ("train_gan", "d_steps", 11, r"train_gan.d_steps = 11 .* 1 <= x <= 10"),
+    ("train_gan", "diff_augment", ["flip"], r"diff_augment = \['flip'\] .* color \| translation \| cutout"),
+    (
+        "train_gan",
+        "diff_augment",
+        ["color", "color"],
+        r"diff_augment = \['color', 'color'\] .* distinct items",
+    ),
+    ("train_gan", "diff_augment", "color", r"diff_augment = 'color' .* a list of distinct items"),
+    ("model", "d_spectral_norm", 1, r"model.d_spectral_norm = 1 .* true or false"),
 ]
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (
+            {"label_smoothing": 0.1},
+            r"train_gan.label_smoothing = 0.1 .* 0 with train_gan.loss hinge \(its targets",
+        ),
+        ({"label_noise": 0.05}, r"train_gan.label_noise = 0.05 .* 0 with train_gan.loss hinge"),
+    ],
+)
+def test_hinge_refuses_targets_that_are_not_a_side(tmp_path, repo_params, changes, message):
+    params = copy.deepcopy(repo_params)
+    params["train_gan"] |= {"loss": "hinge", **changes}
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(PipelineError, match=message):
+        load_params(path, "train_gan")
+    params["train_gan"] |= {"loss": "least_squares"}  # a least-squares target may be anything in [0, 1]
+    path.write_text(yaml.safe_dump(params))
+    assert load_params(path, "train_gan")["train_gan"].loss == "least_squares"
+    params["train_gan"] |= {"loss": "hinge", "label_smoothing": 0.0, "label_noise": 0.0, "label_flip": 0.1}
+    params["train_gan"]["diff_augment"] = ["cutout", "color"]
+    path.write_text(yaml.safe_dump(params))
+    parsed = load_params(path, "train_gan")["train_gan"]  # flips swap sides: allowed
+    assert (parsed.label_flip, parsed.diff_augment) == (0.1, ("cutout", "color"))
 
 
 @pytest.mark.parametrize("section, key, value, message", BAD)

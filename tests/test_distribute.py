@@ -78,6 +78,20 @@ def test_the_generator_ema_is_the_same_on_two_devices(tmp_path):
     assert_same_training(tmp_path / "one", tmp_path / "two")
 
 
+def test_the_stabilizers_train_the_same_on_two_devices(tmp_path):
+    """Spectral norm's vectors, DiffAugment's per-image draws and the D steps' half-batches
+    are the same on two replicas as on one device."""
+    changes = {
+        "loss": "least_squares",
+        "d_steps": 2,
+        "diff_augment": ["color", "translation", "cutout"],
+        "model": {"d_spectral_norm": True},
+    }
+    finish(start(tmp_path / "one", "none", changes=changes))
+    finish(start(tmp_path / "two", "mirrored", changes=changes))
+    assert_same_training(tmp_path / "one", tmp_path / "two")
+
+
 def test_a_half_batch_the_replicas_cannot_share_is_refused(tmp_path):
     result = finish(start(tmp_path / "odd", "mirrored", changes={"batch_size": 18}))
     assert result["error"] == (

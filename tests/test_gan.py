@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from cifar_dcgan.gan import DCGAN
+from cifar_dcgan.losses import LOSSES
 from cifar_dcgan.models import adam, build_discriminator, build_generator
 from cifar_dcgan.tracking import MlflowTracker, NullTracker
 from cifar_dcgan.training import train_gan
@@ -23,7 +24,7 @@ def make_gan(make_params, d_lr=2e-4, g_lr=2e-4, model=None, **train):
     params = make_params("train_gan", **tiny_training(**train))
     keras.utils.set_random_seed(params.seed)
     gan = DCGAN(
-        build_discriminator(model, params.seed),
+        build_discriminator(model, params.seed, LOSSES[params.loss].activation),
         build_generator(model, params.latent_dim, params.seed),
         tf.constant(real_images()),
         params,
@@ -42,17 +43,53 @@ def changed(before, after):
 
 
 def one_step(gan):
-    return gan.train_step(tf.constant(np.arange(8), dtype=tf.int64))
+    """One iteration on a half-batch of 8 real images per D step (column j: D step j)."""
+    k = gan.params.d_steps
+    return gan.train_step(tf.constant(np.arange(8 * k).reshape(8, k), dtype=tf.int64))
 
 
-@pytest.mark.parametrize("d_batch_norm", [False, True])
-def test_generator_update_leaves_discriminator_unchanged(make_params, d_batch_norm):
-    # with D's learning rate at 0 only the G update could move D's weights: it must not
-    gan = make_gan(make_params, d_lr=0.0, model={"d_batch_norm": d_batch_norm, "g_batch_norm": True})
-    d_before, g_before = weights(gan.discriminator), weights(gan.generator)
+@pytest.mark.parametrize(
+    "d_model", [{}, {"d_batch_norm": True}, {"d_spectral_norm": True, "d_batch_norm": True}], ids=str
+)
+def test_generator_update_leaves_discriminator_unchanged(make_params, d_model):
+    # D's weights, batch-norm statistics and spectral-norm state (Keras' SpectralNormalization
+    # rewrites its kernel in every training call, the G step's too) are as D's updates left them
+    gan = make_gan(make_params, model={**d_model, "g_batch_norm": True})
     one_step(gan)
-    assert not changed(d_before, weights(gan.discriminator))
+    d_state = {v.path: v.numpy().copy() for v in gan.discriminator.weights if "seed_generator" not in v.path}
+    g_before = weights(gan.generator)
+    gan.generator_step(8)
     assert changed(g_before, weights(gan.generator))
+    for v in gan.discriminator.weights:
+        if v.path in d_state:
+            np.testing.assert_array_equal(v.numpy(), d_state[v.path], err_msg=v.path)
+
+
+def test_d_steps_update_d_that_many_times_per_g_update_each_on_its_own_half_batch(make_params):
+    from cifar_dcgan.training import real_index_batches
+
+    gan = make_gan(make_params, d_steps=3)
+    one_step(gan)
+    assert (int(gan.d_optimizer.iterations), int(gan.g_optimizer.iterations)) == (6, 1)  # real + fake, x3
+    batch = next(iter(real_index_batches(1000, 8, "shuffled", 1, d_steps=3))).numpy()
+    assert batch.shape == (8, 3) and len(set(batch.ravel())) == 24
+    classic = next(iter(tf.data.Dataset.random(seed=1).batch(8).map(lambda x: tf.math.floormod(x, 1000))))
+    np.testing.assert_array_equal(next(iter(real_index_batches(1000, 8, "random", 1)))[:, 0], classic)
+
+
+def test_spectral_norm_holds_every_d_layer_near_a_unit_spectral_norm(make_params):
+    gan = make_gan(make_params, d_lr=1e-2, model={"d_spectral_norm": True})
+    for _ in range(8):
+        one_step(gan)
+    gan.discriminator(tf.constant(real_images(8)), training=True)  # normalizes the kernels it uses
+    normalized = [
+        layer for layer in gan.discriminator.layers if isinstance(layer, keras.layers.SpectralNormalization)
+    ]
+    assert len(normalized) == 5  # four convs and the output layer
+    for layer in normalized:
+        kernel = layer.kernel.numpy()
+        sigma = np.linalg.svd(kernel.reshape(-1, kernel.shape[-1]), compute_uv=False)[0]
+        assert abs(sigma - 1) < 0.05, (layer.name, sigma)
 
 
 def test_discriminator_updates_leave_generator_unchanged(make_params):
@@ -311,11 +348,21 @@ def test_the_generator_ema_is_the_closed_form_after_k_steps(make_params):
     assert make_gan(make_params).snapshot_generator().name.startswith("generator")  # off: G itself
 
 
-def test_a_resumed_training_with_ema_saves_the_same_snapshots(tmp_path, make_params):
+STABILIZERS = {"loss": "hinge", "d_steps": 2, "diff_augment": ["color", "translation", "cutout"]}
+
+
+@pytest.mark.parametrize(
+    "train, d_model",
+    [({"g_ema": 0.8}, {}), (STABILIZERS, {"d_spectral_norm": True})],
+    ids=["ema", "stabilizers"],
+)
+def test_a_resumed_training_with_ema_saves_the_same_snapshots(tmp_path, make_params, train, d_model):
+    """What the stabilizers hold (the average, spectral norm's vectors) is in the checkpoint,
+    and their draws follow the iteration: grown and straight trainings are the same."""
     from cifar_dcgan import checkpoint
 
-    model = make_params("model", **SMALL_MODEL)
-    short, longer = (make_params("train_gan", **tiny_training(epochs=n, g_ema=0.8)) for n in (2, 4))
+    model = make_params("model", **SMALL_MODEL, **d_model)
+    short, longer = (make_params("train_gan", **tiny_training(epochs=n, **train)) for n in (2, 4))
     images = real_images()
 
     train = trainer(tmp_path, images, model)

@@ -90,6 +90,7 @@ def test_pipeline_gate_training_tracking_and_an_experiment(project, archive, htt
     assert [r.info.status for r in stages["train-discriminator-sanity"]] == ["FAILED", "FINISHED"]
     (train,) = stages["train-gan"]
     run_id = train.info.run_id
+    assert train.data.tags["mlflow.note.content"].startswith("train_gan.loss = bce: D outputs P(real); d1")
     for key in ("d1", "d2", "g"):
         assert [m.step for m in client.get_metric_history(run_id, key)] == list(range(1, 9))
     for key in ("acc_real", "acc_fake", "fcd", "kid", "class_score", "class_entropy", "diversity"):

@@ -208,9 +208,10 @@ class Snapshots(keras.callbacks.Callback):
         real = self.real_images[np.sort(state.eval_rng.integers(0, len(self.real_images), n))]
         latents = latent_points(state.eval_rng, n, state.params.latent_dim, state.params.latent_distribution)
         fake = gan.generator(latents, training=False)
+        threshold = gan.loss.threshold  # D says "real" above it (cifar_dcgan.losses)
         scores = {
-            "acc_real": float(np.mean(gan.discriminator(real, training=False).numpy() > 0.5)),
-            "acc_fake": float(np.mean(gan.discriminator(fake, training=False).numpy() < 0.5)),
+            "acc_real": float(np.mean(gan.discriminator(real, training=False).numpy() > threshold)),
+            "acc_fake": float(np.mean(gan.discriminator(fake, training=False).numpy() < threshold)),
         }
         shown = gan.snapshot_generator()  # G, or the moving average of its weights (train_gan.g_ema)
         grid = save_grid(shown(self.probe, training=False).numpy(), self.grids_dir / f"epoch_{epoch:03d}.png")

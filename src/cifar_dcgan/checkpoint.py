@@ -44,7 +44,7 @@ class Checkpoint:
 
 # the modules whose code decides what training computes: a change to any of them starts over
 TRAINING_CODE = ("callbacks", "checkpoint", "config", "evaluator", "gan", "images", "models", "training")
-TRAINING_CODE += ("training_state",)
+TRAINING_CODE += ("training_state", "losses", "augment")
 
 
 def code_digest() -> str:

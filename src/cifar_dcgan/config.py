@@ -19,6 +19,7 @@ from cifar_dcgan.errors import PipelineError
 TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000  # CIFAR-10's splits: no sample can be larger
 MAX_GENERATED = 50_000  # generated images scored at once (~0.6 GB of float32 images)
 MAX_LATENT_DIM = 16_384  # the generator's first dense layer holds latent_dim x 4096 weights
+MAX_D_STEPS = 10  # D updates per G update, unrolled in the traced step
 MAX_SEED = 2**31 - 1  # Keras/NumPy take 0 .. 2**32 - 1; restarts add 7919 per restart to it
 IMAGE_BYTES = 32 * 32 * 3 * 4
 CIFAR_TRAIN = "CIFAR-10 has 50,000 training images"
@@ -65,6 +66,7 @@ class ModelParams:
     g_upsampling: Literal["conv_transpose", "upsample_conv"]  # how the generator upsamples
     leaky_slope: float  # LeakyReLU negative slope, both networks
     init: Literal["glorot", "normal"]  # weight init: Keras default or N(0, 0.02)
+    d_spectral_norm: bool  # spectral normalization of every discriminator conv and dense layer
 
     def __post_init__(self):
         _check(
@@ -169,6 +171,9 @@ class TrainGanParams:
     failure_loss: float  # d1 and d2 both below this over the window: D has won
     fcd_samples: int  # generated images FCD, KID and the other quality metrics use per snapshot
     g_ema: float  # EMA decay of G's weights for snapshots (0: off); G itself trains as before
+    loss: Literal["bce", "hinge", "least_squares"]  # the adversarial loss (cifar_dcgan.losses)
+    d_steps: int  # D updates (each on a real and a generated half-batch) per G update
+    diff_augment: tuple[Literal["color", "translation", "cutout"], ...]  # DiffAugment of what D sees
 
     def __post_init__(self):
         s = "train_gan"
@@ -201,6 +206,15 @@ class TrainGanParams:
         _check(self.failure_loss > 0, f"{s}.failure_loss", self.failure_loss, "a number > 0")
         _check_count(f"{s}.fcd_samples", self.fcd_samples, 2, MAX_GENERATED, "generated images held at once")
         _check(0 <= self.g_ema < 1, f"{s}.g_ema", self.g_ema, "0 (off) or a decay 0 < x < 1, e.g. 0.999")
+        _check(1 <= self.d_steps <= MAX_D_STEPS, f"{s}.d_steps", self.d_steps, f"1 <= x <= {MAX_D_STEPS}")
+        if self.loss == "hinge":  # a hinge target is a side (+1 or -1): flips swap it, nothing scales it
+            for key in ("label_smoothing", "label_noise"):
+                _check(
+                    getattr(self, key) == 0,
+                    f"{s}.{key}",
+                    getattr(self, key),
+                    f"0 with {s}.loss hinge (its targets are sides, +1 or -1; label_flip can swap them)",
+                )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -302,6 +316,12 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
     if origin is Literal:
         _check(value in args, key, value, "one of " + " | ".join(args))
         return value
+    if origin is tuple and typing.get_origin(args[0]) is Literal:  # a set of options: may be empty
+        choices = typing.get_args(args[0])
+        allowed = f"a list of distinct items of {' | '.join(choices)} (empty: none)"
+        _check(isinstance(value, list) and len(set(map(str, value))) == len(value), key, value, allowed)
+        _check(all(v in choices for v in value), key, value, allowed)
+        return tuple(value)
     if origin is tuple:
         _check(isinstance(value, list) and len(value) > 0, key, value, "a non-empty list")
         return tuple(_coerce(f"{key}[{i}]", v, args[0]) for i, v in enumerate(value))

@@ -5,6 +5,10 @@ Per iteration, exactly the classic algorithm:
 2. update D on a half-batch of generated images (target 0, or flipped),
 3. update G on a full batch of latent points with target 1 through D, leaving D unchanged.
 The loop is Keras `fit()`; snapshots and tracking are callbacks (see training.py).
+Later stabilizers are parameters of the same step, off by default: `train_gan.loss` (the
+losses of steps 1-3, cifar_dcgan.losses), `d_steps` (steps 1-2 repeated on fresh
+half-batches before 3), `diff_augment` (what D sees in 1-3, cifar_dcgan.augment), `g_ema`
+(an average of G's weights for snapshots) and `model.d_spectral_norm`.
 
 The step also runs under a `tf.distribute` strategy (see training.py): each replica gets
 its share of every half-batch, losses are scaled so that the summed gradients equal those
@@ -16,27 +20,26 @@ one device or many, the same global batch sees the same numbers.
 import keras
 import tensorflow as tf
 
+from cifar_dcgan.augment import augment
 from cifar_dcgan.config import TrainGanParams
+from cifar_dcgan.losses import LOSSES, Loss
 from cifar_dcgan.models import global_mean, replica_share, replicas
 
-
-def bce(targets: tf.Tensor, predictions: tf.Tensor) -> tf.Tensor:
-    """Mean binary cross-entropy over this replica's batch. (Keras' loss classes would also
-    divide by the number of replicas under a strategy; here that scaling is explicit.)"""
-    return tf.reduce_mean(keras.losses.binary_crossentropy(targets, predictions))
-
-
-DRAWS_PER_ITERATION = 8  # stateless random draws of one step, each with its own seed
+DRAWS_PER_ITERATION = 8  # stateless random draws of one D (and G) step, each with its own seed
 
 
 def discriminator_update(
-    discriminator: keras.Model, optimizer: keras.optimizers.Optimizer, images: tf.Tensor, targets: tf.Tensor
+    discriminator: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    images: tf.Tensor,
+    targets: tf.Tensor,
+    loss_fn: Loss,
 ) -> tuple[tf.Tensor, tf.Tensor]:
-    """One gradient step of D towards `targets`; returns (the global batch's loss,
-    predictions before the step)."""
+    """One gradient step of D towards `targets` under `loss_fn`; returns (the global batch's
+    loss, D's outputs before the step)."""
     with tf.GradientTape() as tape:
         predictions = discriminator(images, training=True)  # (B, 1)
-        loss = bce(targets, predictions)
+        loss = loss_fn(targets, predictions)
         scaled_loss = scaled(optimizer, loss / replicas())  # replicas' gradients are summed
     gradients = tape.gradient(scaled_loss, discriminator.trainable_weights)
     optimizer.apply_gradients(zip(gradients, discriminator.trainable_weights))
@@ -48,9 +51,9 @@ def scaled(optimizer: keras.optimizers.Optimizer, loss: tf.Tensor) -> tf.Tensor:
     return optimizer.scale_loss(loss) if hasattr(optimizer, "scale_loss") else loss
 
 
-def accuracy(predictions: tf.Tensor, real: bool) -> tf.Tensor:
-    """Share of `predictions` on the right side of 0.5."""
-    hits = predictions > 0.5 if real else predictions < 0.5
+def accuracy(predictions: tf.Tensor, real: bool, threshold: float = 0.5) -> tf.Tensor:
+    """Share of D's outputs on the right side of `threshold` (see cifar_dcgan.losses)."""
+    hits = predictions > threshold if real else predictions < threshold
     return global_mean(tf.reduce_mean(tf.cast(hits, tf.float32)))
 
 
@@ -69,6 +72,7 @@ class DCGAN(keras.Model):
         self.discriminator, self.generator = discriminator, generator
         self.real_images = real_images  # (N, 32, 32, 3), held once, gathered per batch
         self.params = params
+        self.loss = LOSSES[params.loss]
         self.latent_dim = generator.input_shape[-1]
         self.seed_generator = keras.random.SeedGenerator(params.seed)
         self.steps_per_epoch = steps_per_epoch
@@ -84,9 +88,15 @@ class DCGAN(keras.Model):
         ] if params.g_ema > 0 else []  # fmt: skip
         # what snapshots show with g_ema: built here, under the strategy's scope like G
         self.ema_generator = keras.models.clone_model(generator) if self.ema_weights else None
-        # D's batch-norm statistics (not its dropout RNG state), kept unchanged by the G update
+        # what D's training calls change besides its updates, kept unchanged by the G update:
+        # batch-norm statistics and spectral norm's vectors (not the dropout RNG state), and the
+        # kernels Keras' SpectralNormalization rewrites as W / sigma in each training call
         self.d_statistics = [
             v for v in discriminator.non_trainable_variables if "seed_generator" not in v.path
+        ] + [
+            layer.kernel
+            for layer in discriminator.layers
+            if isinstance(layer, keras.layers.SpectralNormalization)
         ]
         self.built = True  # both networks are built; fit() under a strategy must not build it
         self.trackers = {
@@ -132,67 +142,105 @@ class DCGAN(keras.Model):
             target.assign(average)
         return self.ema_generator
 
-    def draw_seed(self, draw: int) -> tf.Tensor:
-        """The seed of random draw number `draw` of this iteration: from the seed state and
-        the iteration only, so draws do not depend on how many replicas share the batch, and
-        a resumed run draws what the uninterrupted one would have."""
+    def draw_seed(self, draw: int, d_step: int = 0) -> tf.Tensor:
+        """The seed of random draw number `draw` of D step `d_step` of this iteration (G's
+        draws share the last D step's numbers, using draws D's do not): from the seed state
+        and the iteration only, so draws do not depend on how many replicas share the batch,
+        and a resumed run draws what the uninterrupted one would have."""
         base = tf.cast(self.seed_generator.state[0], tf.int64)
-        return tf.stack([base, self.iteration * DRAWS_PER_ITERATION + draw])
+        step = self.iteration * self.params.d_steps + d_step
+        return tf.stack([base, step * DRAWS_PER_ITERATION + draw])
 
-    def uniform(self, draw: int, rows, columns, low=0.0, high=1.0) -> tf.Tensor:
+    def uniform(self, draw: int, rows, columns, low=0.0, high=1.0, d_step: int = 0) -> tf.Tensor:
         """This replica's share of a (rows, columns) uniform draw for the global batch."""
-        return replica_share(tf.random.stateless_uniform((rows, columns), self.draw_seed(draw), low, high))
+        seed = self.draw_seed(draw, d_step)
+        return replica_share(tf.random.stateless_uniform((rows, columns), seed, low, high))
 
-    def random_latent_vectors(self, draw: int, rows) -> tf.Tensor:
+    def random_latent_vectors(self, draw: int, rows, d_step: int = 0) -> tf.Tensor:
         """This replica's share of `rows` latent points for the global batch."""
         if self.params.latent_distribution == "uniform":
-            return self.uniform(draw, rows, self.latent_dim, -1.0, 1.0)
-        return replica_share(tf.random.stateless_normal((rows, self.latent_dim), self.draw_seed(draw)))
+            return self.uniform(draw, rows, self.latent_dim, -1.0, 1.0, d_step)
+        return replica_share(
+            tf.random.stateless_normal((rows, self.latent_dim), self.draw_seed(draw, d_step))
+        )
 
-    def discriminator_targets(self, draw: int, labels: tf.Tensor, global_rows) -> tf.Tensor:
+    def discriminator_targets(self, draw: int, labels: tf.Tensor, global_rows, d_step: int = 0) -> tf.Tensor:
         """Hard labels (1 real, 0 fake) -> D's targets: flipped, then one-sided smoothing and
         noise on whatever is labelled real. Uses draws `draw` and `draw + 1`."""
         p = self.params
-        flip = self.uniform(draw, global_rows, 1) < p.label_flip
+        flip = self.uniform(draw, global_rows, 1, d_step=d_step) < p.label_flip
         labels = tf.where(flip, 1.0 - labels, labels)
-        noise = self.uniform(draw + 1, global_rows, 1, -p.label_noise, p.label_noise)
+        noise = self.uniform(draw + 1, global_rows, 1, -p.label_noise, p.label_noise, d_step)
         return tf.clip_by_value(labels * (1.0 - p.label_smoothing + noise), 0.0, 1.0)
 
-    def train_step(self, real_indices):
+    def seen_by_d(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+        """Images as D sees them: augmented with train_gan.diff_augment, else unchanged."""
+        return augment(images, self.params.diff_augment, seed) if self.params.diff_augment else images
+
+    def discriminator_step(self, real_indices, d_step: int):
+        """Steps 1 and 2 on this replica's (half-batch / replicas,) real indices; returns
+        d1, d2 and D's outputs on the real and on the generated images."""
         local = tf.shape(real_indices)[0]  # this replica's share of the half-batch
         half = local * replicas()
         real_images = tf.gather(self.real_images, real_indices)  # (B/2 / replicas, 32, 32, 3)
-        real_targets = self.discriminator_targets(0, tf.ones((local, 1)), half)
+        real_targets = self.discriminator_targets(0, tf.ones((local, 1)), half, d_step)
+        augment_seed = self.draw_seed(6, d_step)
         d1, real_predictions = discriminator_update(
-            self.discriminator, self.d_optimizer, real_images, real_targets
+            self.discriminator,
+            self.d_optimizer,
+            self.seen_by_d(real_images, tf.random.experimental.stateless_fold_in(augment_seed, 0)),
+            real_targets,
+            self.loss.discriminator,
         )
 
         # generator in training mode, as in DCGAN practice (identical without batch norm)
-        fake_images = self.generator(self.random_latent_vectors(2, half), training=True)
-        fake_targets = self.discriminator_targets(3, tf.zeros((local, 1)), half)
+        fake_images = self.generator(self.random_latent_vectors(2, half, d_step), training=True)
+        fake_targets = self.discriminator_targets(3, tf.zeros((local, 1)), half, d_step)
         d2, fake_predictions = discriminator_update(
-            self.discriminator, self.d_optimizer, fake_images, fake_targets
+            self.discriminator,
+            self.d_optimizer,
+            self.seen_by_d(fake_images, tf.random.experimental.stateless_fold_in(augment_seed, 1)),
+            fake_targets,
+            self.loss.discriminator,
         )
+        return d1, d2, real_predictions, fake_predictions
 
+    def generator_step(self, half) -> tf.Tensor:
+        """Step 3 on this replica's share of 2 * `half` latent points; D is left as it was
+        (its weights, batch-norm statistics and spectral-norm state). Returns g."""
+        k = self.params.d_steps
         d_state = [tf.identity(v) for v in self.d_statistics]
-        random_latent_vectors = self.random_latent_vectors(5, 2 * half)  # (B / replicas, latent_dim)
-        misleading_labels = tf.ones((2 * local, 1))
+        random_latent_vectors = self.random_latent_vectors(5, 2 * half, k - 1)
         with tf.GradientTape() as tape:
+            generated = self.generator(random_latent_vectors, training=True)  # (B / replicas, 32, 32, 3)
             predictions = self.discriminator(
-                self.generator(random_latent_vectors, training=True), training=True
+                self.seen_by_d(generated, self.draw_seed(7, k - 1)), training=True
             )
-            g = bce(misleading_labels, predictions)
+            g = self.loss.generator(predictions)
             scaled_g = scaled(self.g_optimizer, g / replicas())
         gradients = tape.gradient(scaled_g, self.generator.trainable_weights)
         self.g_optimizer.apply_gradients(zip(gradients, self.generator.trainable_weights))
         for variable, value in zip(self.d_statistics, d_state):
-            variable.assign(value)  # D's batch-norm statistics stay as the D updates left them
-        # warm-up as in tf.train.ExponentialMovingAverage(num_updates): a short average at
-        # first, lengthening to g_ema, so early snapshots are not held near the initial weights
+            variable.assign(value)
+        return g
+
+    def update_ema(self) -> None:
+        """train_gan.g_ema's average, after the G update. Warm-up as in
+        tf.train.ExponentialMovingAverage(num_updates): a short average at first, lengthening
+        to g_ema, so early snapshots are not held near the initial weights."""
         steps = tf.cast(self.iteration, tf.float32)
         decay = tf.minimum(self.params.g_ema, (1.0 + steps) / (10.0 + steps))
         for average, weight in zip(self.ema_weights, self.generator.trainable_weights):
             average.assign(decay * average + (1.0 - decay) * tf.cast(weight, average.dtype))
+
+    def train_step(self, real_indices):
+        """One iteration on this replica's (half-batch / replicas, d_steps) real indices."""
+        k = self.params.d_steps
+        d_results = [self.discriminator_step(real_indices[:, j], j) for j in range(k)]
+        d1, d2 = (tf.add_n([r[i] for r in d_results]) / k for i in (0, 1))  # the iteration's means
+        real_predictions, fake_predictions = (tf.concat([r[i] for r in d_results], 0) for i in (2, 3))
+        g = self.generator_step(tf.shape(real_indices)[0] * replicas())
+        self.update_ema()
 
         g = global_mean(g)
         row = self.iteration % self.steps_per_epoch
@@ -204,8 +252,8 @@ class DCGAN(keras.Model):
             "d1": d1,
             "d2": d2,
             "g": g,
-            "acc_real": accuracy(real_predictions, real=True),
-            "acc_fake": accuracy(fake_predictions, real=False),
+            "acc_real": accuracy(real_predictions, real=True, threshold=self.loss.threshold),
+            "acc_fake": accuracy(fake_predictions, real=False, threshold=self.loss.threshold),
         }
         for name, value in values.items():
             self.trackers[name].update_state(value)

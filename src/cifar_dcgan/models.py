@@ -72,26 +72,36 @@ def _initializer(params: ModelParams, seed: int):
     return keras.initializers.GlorotUniform(seed=seed)
 
 
-def build_discriminator(params: ModelParams, seed: int) -> keras.Model:
-    """(B, 32, 32, 3) images in [-1, 1] -> (B, 1) probability that each is real."""
+def build_discriminator(params: ModelParams, seed: int, activation: str | None = "sigmoid") -> keras.Model:
+    """(B, 32, 32, 3) images in [-1, 1] -> (B, 1) probability that each is real (or with
+    `activation` None a score: see cifar_dcgan.losses)."""
     init = lambda i: _initializer(params, seed + i)  # noqa: E731 - a distinct seed per layer
+
+    def normalized(layer: layers.Layer, **kwargs) -> layers.Layer:
+        """`layer`, spectrally normalized with model.d_spectral_norm (one power iteration per
+        training call; its vector is a non-trainable weight, kept in checkpoints)."""
+        return layers.SpectralNormalization(layer, **kwargs) if params.d_spectral_norm else layer
+
     inputs = keras.Input(IMAGE_SHAPE)
-    x = layers.Conv2D(params.d_filters[0], params.d_kernel, padding="same", kernel_initializer=init(0))(
-        inputs
-    )  # (B, 32, 32, 64)
+    x = normalized(
+        layers.Conv2D(params.d_filters[0], params.d_kernel, padding="same", kernel_initializer=init(0))
+    )(inputs)  # (B, 32, 32, 64)
     x = layers.LeakyReLU(negative_slope=params.leaky_slope)(x)
     for i, filters in enumerate(params.d_filters[1:], start=1):
-        x = layers.Conv2D(filters, params.d_kernel, strides=2, padding="same", kernel_initializer=init(i))(
-            x
-        )  # (B, 32 / 2^i, 32 / 2^i, filters)
+        x = normalized(
+            layers.Conv2D(filters, params.d_kernel, strides=2, padding="same", kernel_initializer=init(i))
+        )(x)  # (B, 32 / 2^i, 32 / 2^i, filters)
         if params.d_batch_norm:
             x = layers.BatchNormalization(synchronized=True)(x)
         x = layers.LeakyReLU(negative_slope=params.leaky_slope)(x)
     x = layers.Flatten()(x)  # (B, 4 * 4 * 256)
     x = BatchDropout(params.d_dropout, seed=seed)(x)
     # float32 output even under mixed precision: a bf16 sigmoid rounds to 0.5 at init
-    outputs = layers.Dense(
-        1, activation="sigmoid", dtype="float32", kernel_initializer=init(len(params.d_filters))
+    outputs = normalized(
+        layers.Dense(
+            1, activation=activation, dtype="float32", kernel_initializer=init(len(params.d_filters))
+        ),
+        dtype="float32",
     )(x)  # (B, 1)
     return keras.Model(inputs, outputs, name="discriminator")
 

@@ -17,6 +17,7 @@ import tensorflow as tf
 from cifar_dcgan.config import ModelParams, SanityParams
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.gan import accuracy, discriminator_update
+from cifar_dcgan.losses import bce
 from cifar_dcgan.models import adam, build_discriminator
 from cifar_dcgan.tracking import Tracker
 
@@ -39,7 +40,7 @@ def train_sanity(
     discriminator = build_discriminator(model, params.seed)
     optimizer = adam(params.learning_rate, params.beta1)
     update = tf.function(
-        lambda images, targets: discriminator_update(discriminator, optimizer, images, targets)
+        lambda images, targets: discriminator_update(discriminator, optimizer, images, targets, bce)
     )
     rng = np.random.default_rng(params.seed)
     half = params.batch_size // 2

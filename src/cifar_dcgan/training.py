@@ -24,6 +24,7 @@ from cifar_dcgan.config import ModelParams, TrainGanParams
 from cifar_dcgan.errors import PipelineError, TrainingInterrupted
 from cifar_dcgan.evaluator import Evaluator
 from cifar_dcgan.gan import DCGAN
+from cifar_dcgan.losses import LOSSES
 from cifar_dcgan.models import adam, build_discriminator, build_generator, dtype_policy
 from cifar_dcgan.reports import FinalReports
 from cifar_dcgan.tracking import Tracker
@@ -53,14 +54,18 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type == "worker" and resolver.task_id == 0
 
 
-def real_index_batches(n: int, half_batch: int, sampling: str, seed: int) -> tf.data.Dataset:
-    """An endless dataset of (half_batch,) indices into the real images: drawn with
-    replacement like the classic code, or successive slices of reshuffled passes."""
+def real_index_batches(
+    n: int, half_batch: int, sampling: str, seed: int, d_steps: int = 1
+) -> tf.data.Dataset:
+    """An endless dataset of (half_batch, d_steps) indices into the real images, one column
+    per D step of an iteration: drawn with replacement like the classic code, or successive
+    slices of reshuffled passes. (Replicas split the rows: each D step's column is the same
+    half-batch on one device or many.)"""
     if sampling == "shuffled":
-        indices = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True)
-        return indices.repeat().batch(half_batch, drop_remainder=True).prefetch(2)
-    draws = tf.data.Dataset.random(seed=seed).batch(half_batch)
-    return draws.map(lambda x: tf.math.floormod(x, n)).prefetch(2)
+        indices = tf.data.Dataset.range(n).shuffle(n, seed=seed, reshuffle_each_iteration=True).repeat()
+    else:
+        indices = tf.data.Dataset.random(seed=seed).map(lambda x: tf.math.floormod(x, n))
+    return indices.batch(d_steps, drop_remainder=True).batch(half_batch, drop_remainder=True).prefetch(2)
 
 
 REPORTS = ("losses.csv", "snapshots.csv", "losses.png", "accuracy.png", "quality.png")
@@ -178,7 +183,7 @@ def build_gan(
     keras.utils.set_random_seed(params.seed)
     with strategy.scope():
         with dtype_policy(params.precision):
-            discriminator = build_discriminator(model, params.seed)
+            discriminator = build_discriminator(model, params.seed, LOSSES[params.loss].activation)
             generator = build_generator(model, params.latent_dim, params.seed)
         d_optimizer = adam(params.d_learning_rate, params.beta1, params.precision)
         g_optimizer = adam(params.g_learning_rate, params.beta1, params.precision)
@@ -211,7 +216,9 @@ def _fit_from(gan: DCGAN, callbacks, state: TrainingState, real_images, steps: i
         if first_epoch >= params.epochs or not state.goes_on:
             continue
         epochs = first_epoch + 1 if steps_this_part < steps else params.epochs
-        dataset = real_index_batches(len(real_images), params.batch_size // 2, params.sampling, params.seed)
+        dataset = real_index_batches(
+            len(real_images), params.batch_size // 2, params.sampling, params.seed, params.d_steps
+        )
         gan.fit(
             dataset.skip(int(gan.iteration.numpy())),
             initial_epoch=first_epoch,
