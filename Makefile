@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install browser repro compare test test-fast bench profile lint format clean
+.PHONY: help install browser repro compare test test-fast bench bench-stabilizers profile lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -39,6 +39,9 @@ test-fast: $(STAMP)  ## run the fast tests only
 
 bench: $(STAMP)  ## measure the training step against the classic loop (several minutes; use a quiet machine)
 	python benchmarks/bench.py
+
+bench-stabilizers: $(STAMP)  ## what each stabilizer (spectral norm, hinge, d_steps, DiffAugment, ...) costs per iteration
+	python benchmarks/bench_stabilizers.py
 
 profile: $(STAMP)  ## where one iteration's time goes, by kind of op, in float32 and bf16 (minutes; a quiet machine)
 	python benchmarks/profile_step.py

@@ -20,7 +20,6 @@ import json
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from bench_step import (
     classic_loop,
     cpu_name,
     forward_flops,
+    interleaved,
     iteration_flops,
     matmul_gflops,
     project_step,
@@ -63,17 +63,13 @@ def main() -> None:
     for precision in ("float32", "mixed_bfloat16"):
         step, tracing[precision], _, _ = project_step(model, train, images, precision)
         variants[f"step {precision}"] = step
-    times = {name: [] for name in variants}
     matmul = {"float32": [], "bfloat16": []}
-    for _ in range(args.rounds):
-        for name, iteration in variants.items():
-            iteration()  # untimed: settle caches after switching variant
-            for _ in range(args.iterations):
-                start = time.perf_counter()
-                iteration()
-                times[name].append(time.perf_counter() - start)
+
+    def peaks():
         matmul["float32"].append(matmul_gflops(tf.float32))
         matmul["bfloat16"].append(matmul_gflops(tf.bfloat16))
+
+    times = interleaved(variants, args.rounds, args.iterations, between=peaks)
 
     median_ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
     fp32_peak, bf16_peak = max(matmul["float32"]), max(matmul["bfloat16"])

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from cifar_dcgan import evaluator
 from cifar_dcgan.gan import DCGAN
+from cifar_dcgan.losses import LOSSES
 from cifar_dcgan.models import adam, build_discriminator, build_generator, dtype_policy, latent_points
 
 # per core: two 512-bit FMA pipes x 16 fp32 lanes x 2 FLOP (Zen 5 / recent Xeon); Zen 4 has half
@@ -73,13 +74,15 @@ def project_step(model_params, train_params, images: np.ndarray, precision: str)
     params = dataclasses.replace(train_params, precision=precision)
     keras.utils.set_random_seed(params.seed)
     with dtype_policy(precision):
-        d = build_discriminator(model_params, params.seed)
+        d = build_discriminator(model_params, params.seed, LOSSES[params.loss].activation)
         g = build_generator(model_params, params.latent_dim, params.seed)
     gan = DCGAN(d, g, tf.constant(images), params, steps_per_epoch=len(images) // params.batch_size)
     gan.compile(adam(2e-4, 0.5, precision), adam(2e-4, 0.5, precision))
     from cifar_dcgan.training import real_index_batches
 
-    iterator = iter(real_index_batches(len(images), params.batch_size // 2, "random", params.seed))
+    iterator = iter(
+        real_index_batches(len(images), params.batch_size // 2, "random", params.seed, params.d_steps)
+    )
     gan.make_train_function()
     train_function = gan.train_function
 
@@ -90,6 +93,22 @@ def project_step(model_params, train_params, images: np.ndarray, precision: str)
     start = time.perf_counter()
     iteration()
     return iteration, time.perf_counter() - start, d, g
+
+
+def interleaved(variants: dict, rounds: int, iterations: int, between=None) -> dict[str, list[float]]:
+    """Seconds of each of `iterations` calls per variant, the variants taking turns round by
+    round (drift on a shared machine hits all alike); `between()` runs after each round."""
+    times = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, iteration in variants.items():
+            iteration()  # untimed: settle caches after switching variant
+            for _ in range(iterations):
+                start = time.perf_counter()
+                iteration()
+                times[name].append(time.perf_counter() - start)
+        if between:
+            between()
+    return times
 
 
 def matmul_gflops(dtype, n: int = 4096, repeats: int = 10) -> float:
