@@ -124,6 +124,31 @@ def test_one_seed_shows_means_and_says_a_ci_needs_two(store, tmp_path, capsys):
     assert "it needs 2 or more seeds in both groups (1 vs 3)" in out
 
 
+def test_runs_tracked_before_a_trick_existed_pool_with_its_classic_value(store, tmp_path):
+    # three classic runs from before the stabilizers' keys, one classic and three hinge runs
+    # tracked with them: the classic runs are one group of four seeds, not two groups
+    classic_now = {
+        "model.d_spectral_norm": "False",
+        "train_gan.g_ema": "0.0",
+        "train_gan.loss": "bce",
+        "train_gan.d_steps": "1",
+        "train_gan.diff_augment": "[]",
+    }
+    for seed, best in enumerate([20, 22, 24], start=1):
+        add_run(store, seed, [best])
+        add_run(store, seed, [best + 10], **{**classic_now, "train_gan.loss": "hinge"})
+    add_run(store, 4, [26], **classic_now)
+    result = compare_cli(tmp_path, "--no-track")
+    assert result["differing_params"] == ["train_gan.loss"]
+    classic, hinge = result["groups"]
+    assert classic["label"] == "loss=bce" and classic["baseline"] and classic["seeds"] == ["1", "2", "3", "4"]
+    assert hinge["seeds"] == ["1", "2", "3"] and hinge["best_fcd_difference"]["difference"] == pytest.approx(9)
+    assert result["assumed"]["runs"] == ["s1/train-gan", "s2/train-gan", "s3/train-gan"]
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "3 run(s) were tracked before model.d_spectral_norm, train_gan.g_ema, train_gan.loss" in report
+    assert "train_gan.loss=bce, train_gan.d_steps=1, train_gan.diff_augment=[])" in report
+
+
 def test_fcd_of_different_evaluators_is_never_pooled(store, tmp_path, capsys):
     add_run(store, 1, [20], evaluator="judge-a")
     add_run(store, 2, [22], evaluator="judge-b")

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cifar_dcgan.config import BEFORE_ADDED
 from cifar_dcgan.errors import PipelineError
 
 SEED = "train_gan.seed"
@@ -53,6 +54,7 @@ class Run:
     epoch_seconds: dict[int, float]
     iterations_per_epoch: float
     start_time: int
+    assumed: tuple[str, ...] = ()  # params tracked before they existed, counted at their classic value
 
     @property
     def best_fcd(self) -> float:
@@ -153,11 +155,12 @@ def load_runs(client, experiment_id: str, names: Sequence[str] = (), tag: str | 
         latest, seconds = r.data.metrics, by_step["epoch_seconds"]
         per_iteration = latest.get("seconds_per_iteration")
         steps = latest.get("epoch_seconds", 0) / per_iteration if per_iteration else 0.0
+        assumed = {k: str(v) for k, v in BEFORE_ADDED.items() if k not in r.data.params}
         runs.append(
             Run(
                 run_id=r.info.run_id,
                 name=r.info.run_name,
-                params=dict(r.data.params),
+                params={**assumed, **r.data.params},
                 seed=r.data.params.get(SEED, "?"),
                 evaluator=r.data.tags["evaluator_digest"],
                 curve=by_step["fcd"],
@@ -169,6 +172,7 @@ def load_runs(client, experiment_id: str, names: Sequence[str] = (), tag: str | 
                 epoch_seconds=seconds,
                 iterations_per_epoch=round(steps),
                 start_time=r.info.start_time,
+                assumed=tuple(sorted(assumed)),
             )
         )
     return runs, skipped
@@ -244,6 +248,8 @@ def compare(runs: list[Run], baseline: dict[str, str], threshold: float | None =
         raise PipelineError("no finished, scored train-gan runs to compare")
     check_comparable(runs)
     differing, groups, notes = group_runs(runs)
+    older = sorted(r.name for r in runs if r.assumed)
+    assumed = {k: str(v) for k, v in BEFORE_ADDED.items() if any(k in r.assumed for r in runs)}
     base_key = pick_baseline(differing, groups, baseline) if differing else next(iter(groups))
     stats = {
         key: {k: mean_interval([r.values()[k] for r in members]) for k in QUALITY_KEYS}
@@ -284,6 +290,7 @@ def compare(runs: list[Run], baseline: dict[str, str], threshold: float | None =
         "evaluator_digest": runs[0].evaluator,
         "fcd_samples": runs[0].params.get("train_gan.fcd_samples"),
         "notes": notes,
+        "assumed": {"params": assumed, "runs": older} if older else None,
         "groups": entries,
     }
 
@@ -330,6 +337,13 @@ def markdown(result: dict, skipped: list[str]) -> str:
         f"| to FCD <= {t:.1f} |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    if result["assumed"]:
+        older, values = result["assumed"]["runs"], result["assumed"]["params"]
+        lines[2:2] = [
+            f"{len(older)} run(s) were tracked before {', '.join(values)} existed and count at the values "
+            f"that do what they did ({', '.join(f'{k}={v}' for k, v in values.items())}): {', '.join(older)}.",
+            "",
+        ]
     for g in result["groups"]:
         speed = g["seconds_per_iteration"]
         reach = (

@@ -23,6 +23,16 @@ MAX_D_STEPS = 10  # D updates per G update, unrolled in the traced step
 MAX_SEED = 2**31 - 1  # Keras/NumPy take 0 .. 2**32 - 1; restarts add 7919 per restart to it
 IMAGE_BYTES = 32 * 32 * 3 * 4
 CIFAR_TRAIN = "CIFAR-10 has 50,000 training images"
+# Keys added to `model` / `train_gan` after runs were first compared, at the value that does what
+# the pipeline did before the key existed (each arrived off). A run tracked before then counts as
+# these values in a comparison. A key added later belongs here, at its classic value.
+BEFORE_ADDED = {
+    "model.d_spectral_norm": False,
+    "train_gan.g_ema": 0.0,
+    "train_gan.loss": "bce",
+    "train_gan.d_steps": 1,
+    "train_gan.diff_augment": [],
+}
 
 
 @dataclasses.dataclass(frozen=True)
