@@ -102,23 +102,23 @@ def test_discriminator_updates_leave_generator_unchanged(make_params):
 
 def test_label_smoothing_is_one_sided(make_params):
     gan = make_gan(make_params, label_smoothing=0.1)
-    real = gan.discriminator_targets(0, tf.ones((1000, 1)), 1000).numpy()
-    fake = gan.discriminator_targets(3, tf.zeros((1000, 1)), 1000).numpy()
+    real = gan.draws.discriminator_targets(0, tf.ones((1000, 1)), 1000).numpy()
+    fake = gan.draws.discriminator_targets(3, tf.zeros((1000, 1)), 1000).numpy()
     np.testing.assert_allclose(real, 0.9, rtol=1e-6)
     assert np.all(fake == 0.0)
 
 
 def test_label_noise_stays_within_its_band(make_params):
     gan = make_gan(make_params, label_smoothing=0.1, label_noise=0.05)
-    real = gan.discriminator_targets(0, tf.ones((5000, 1)), 5000).numpy()
+    real = gan.draws.discriminator_targets(0, tf.ones((5000, 1)), 5000).numpy()
     assert 0.85 - 1e-6 <= real.min() < 0.86 and 0.94 < real.max() <= 0.95 + 1e-6
     assert abs(real.mean() - 0.9) < 0.005
 
 
 def test_label_flip_swaps_labels_at_the_given_rate(make_params):
     gan = make_gan(make_params, label_flip=0.25, label_smoothing=0.1)
-    real = gan.discriminator_targets(0, tf.ones((20000, 1)), 20000).numpy()
-    fake = gan.discriminator_targets(3, tf.zeros((20000, 1)), 20000).numpy()
+    real = gan.draws.discriminator_targets(0, tf.ones((20000, 1)), 20000).numpy()
+    fake = gan.draws.discriminator_targets(3, tf.zeros((20000, 1)), 20000).numpy()
     assert set(np.round(np.unique(real).astype(float), 5)) == {0.0, 0.9}  # flipped reals become fake (0)
     assert set(np.round(np.unique(fake).astype(float), 5)) == {
         0.0,
@@ -334,14 +334,14 @@ def test_the_generator_ema_is_the_closed_form_after_k_steps(make_params):
         one_step(gan)
         history.append(weights(gan.generator))
     d = {t: min(decay, t / (9 + t)) for t in range(1, k + 1)}
-    for i, average in enumerate(gan.ema_weights):
+    for i, average in enumerate(gan.average.weights):
         expected = np.prod(list(d.values())) * history[0][i] + sum(
             (1 - d[t]) * np.prod([d[s] for s in range(t + 1, k + 1)]) * history[t][i] for t in range(1, k + 1)
         )
         np.testing.assert_allclose(average.numpy(), expected, rtol=1e-5, atol=1e-7)
     shown = gan.snapshot_generator()
     assert shown is not gan.generator and changed(weights(gan.generator), weights(shown))
-    for a, b in zip(shown.trainable_weights, gan.ema_weights, strict=True):
+    for a, b in zip(shown.trainable_weights, gan.average.weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     for a, b in zip(shown.non_trainable_weights, gan.generator.non_trainable_weights, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())  # batch-norm statistics: G's own

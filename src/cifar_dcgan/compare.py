@@ -339,9 +339,10 @@ def markdown(result: dict, skipped: list[str]) -> str:
     ]
     if result["assumed"]:
         older, values = result["assumed"]["runs"], result["assumed"]["params"]
+        pairs = ", ".join(f"{k}={v}" for k, v in values.items())
         lines[2:2] = [
             f"{len(older)} run(s) were tracked before {', '.join(values)} existed and count at the values "
-            f"that do what they did ({', '.join(f'{k}={v}' for k, v in values.items())}): {', '.join(older)}.",
+            f"that do what they did ({pairs}): {', '.join(older)}.",
             "",
         ]
     for g in result["groups"]:

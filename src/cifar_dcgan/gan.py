@@ -57,6 +57,74 @@ def accuracy(predictions: tf.Tensor, real: bool, threshold: float = 0.5) -> tf.T
     return global_mean(tf.reduce_mean(tf.cast(hits, tf.float32)))
 
 
+class StepDraws:
+    """The step's random numbers (latent points, label flips and noise, augmentation seeds),
+    drawn for the global batch from the seed state and the iteration only, each replica keeping
+    its slice: draws do not depend on how many replicas share the batch, and a resumed run
+    draws what the uninterrupted one would have."""
+
+    def __init__(self, params: TrainGanParams, latent_dim: int, seed_generator, iteration: tf.Variable):
+        self.params, self.latent_dim = params, latent_dim
+        self.seed_generator, self.iteration = seed_generator, iteration
+
+    def seed(self, draw: int, d_step: int = 0) -> tf.Tensor:
+        """The seed of draw number `draw` of D step `d_step` of this iteration (G's draws share
+        the last D step's numbers, using draws D's do not)."""
+        base = tf.cast(self.seed_generator.state[0], tf.int64)
+        step = self.iteration * self.params.d_steps + d_step
+        return tf.stack([base, step * DRAWS_PER_ITERATION + draw])
+
+    def uniform(self, draw: int, rows, columns, low=0.0, high=1.0, d_step: int = 0) -> tf.Tensor:
+        """This replica's share of a (rows, columns) uniform draw for the global batch."""
+        seed = self.seed(draw, d_step)
+        return replica_share(tf.random.stateless_uniform((rows, columns), seed, low, high))
+
+    def random_latent_vectors(self, draw: int, rows, d_step: int = 0) -> tf.Tensor:
+        """This replica's share of `rows` latent points for the global batch."""
+        if self.params.latent_distribution == "uniform":
+            return self.uniform(draw, rows, self.latent_dim, -1.0, 1.0, d_step)
+        return replica_share(tf.random.stateless_normal((rows, self.latent_dim), self.seed(draw, d_step)))
+
+    def discriminator_targets(self, draw: int, labels: tf.Tensor, global_rows, d_step: int = 0) -> tf.Tensor:
+        """Hard labels (1 real, 0 fake) -> D's targets: flipped, then one-sided smoothing and
+        noise on whatever is labelled real. Uses draws `draw` and `draw + 1`."""
+        p = self.params
+        flip = self.uniform(draw, global_rows, 1, d_step=d_step) < p.label_flip
+        labels = tf.where(flip, 1.0 - labels, labels)
+        noise = self.uniform(draw + 1, global_rows, 1, -p.label_noise, p.label_noise, d_step)
+        return tf.clip_by_value(labels * (1.0 - p.label_smoothing + noise), 0.0, 1.0)
+
+
+class GeneratorAverage:
+    """train_gan.g_ema: an exponential moving average of G's trainable weights, updated after
+    each G update, and a copy of G (built with it, under the same strategy scope) that shows it."""
+
+    def __init__(self, generator: keras.Model, decay: float):
+        self.generator, self.decay = generator, decay
+        first = tf.VariableAggregation.ONLY_FIRST_REPLICA  # every replica holds the same values
+        self.weights = [
+            tf.Variable(w.value, trainable=False, aggregation=first, name=f"ema_{i}")
+            for i, w in enumerate(generator.trainable_weights)
+        ]
+        self.shown = keras.models.clone_model(generator)
+
+    def update(self, iteration: tf.Variable) -> None:
+        """Warm-up as in tf.train.ExponentialMovingAverage(num_updates): a short average at
+        first, lengthening to the decay, so early snapshots are not held near the initial weights."""
+        steps = tf.cast(iteration, tf.float32)
+        decay = tf.minimum(self.decay, (1.0 + steps) / (10.0 + steps))
+        for average, weight in zip(self.weights, self.generator.trainable_weights):
+            average.assign(decay * average + (1.0 - decay) * tf.cast(weight, average.dtype))
+
+    def snapshot(self) -> keras.Model:
+        """The copy of G holding the average (and G's batch-norm statistics)."""
+        for target, source in zip(self.shown.weights, self.generator.weights, strict=True):
+            target.assign(source)
+        for target, average in zip(self.shown.trainable_weights, self.weights, strict=True):
+            target.assign(average)
+        return self.shown
+
+
 class DCGAN(keras.Model):
     """Holds G and D and their optimizers; `fit()` it on batches of real-image indices."""
 
@@ -73,7 +141,6 @@ class DCGAN(keras.Model):
         self.real_images = real_images  # (N, 32, 32, 3), held once, gathered per batch
         self.params = params
         self.loss = LOSSES[params.loss]
-        self.latent_dim = generator.input_shape[-1]
         self.seed_generator = keras.random.SeedGenerator(params.seed)
         self.steps_per_epoch = steps_per_epoch
         # per-iteration d1, d2, g of the current epoch, read once per epoch by a callback;
@@ -81,13 +148,8 @@ class DCGAN(keras.Model):
         first = tf.VariableAggregation.ONLY_FIRST_REPLICA
         self.loss_history = tf.Variable(tf.zeros((steps_per_epoch, 3)), trainable=False, aggregation=first)
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=first)
-        # train_gan.g_ema: a moving average of G's trainable weights, updated after each G step
-        self.ema_weights = [
-            tf.Variable(w.value, trainable=False, aggregation=first, name=f"ema_{i}")
-            for i, w in enumerate(generator.trainable_weights)
-        ] if params.g_ema > 0 else []  # fmt: skip
-        # what snapshots show with g_ema: built here, under the strategy's scope like G
-        self.ema_generator = keras.models.clone_model(generator) if self.ema_weights else None
+        self.draws = StepDraws(params, generator.input_shape[-1], self.seed_generator, self.iteration)
+        self.average = GeneratorAverage(generator, params.g_ema) if params.g_ema > 0 else None
         # what D's training calls change besides its updates, kept unchanged by the G update:
         # batch-norm statistics and spectral norm's vectors (not the dropout RNG state), and the
         # kernels Keras' SpectralNormalization rewrites as W / sigma in each training call
@@ -127,51 +189,13 @@ class DCGAN(keras.Model):
             self.seed_generator.state,
             self.iteration,
             self.loss_history,
-            *self.ema_weights,
+            *(self.average.weights if self.average else []),
         ]
 
     def snapshot_generator(self) -> keras.Model:
         """The generator that snapshots, grids and quality scores show: G itself, or with
-        `train_gan.g_ema` a copy holding the moving average of its weights (and G's batch-norm
-        statistics)."""
-        if self.ema_generator is None:
-            return self.generator
-        for target, source in zip(self.ema_generator.weights, self.generator.weights, strict=True):
-            target.assign(source)
-        for target, average in zip(self.ema_generator.trainable_weights, self.ema_weights, strict=True):
-            target.assign(average)
-        return self.ema_generator
-
-    def draw_seed(self, draw: int, d_step: int = 0) -> tf.Tensor:
-        """The seed of random draw number `draw` of D step `d_step` of this iteration (G's
-        draws share the last D step's numbers, using draws D's do not): from the seed state
-        and the iteration only, so draws do not depend on how many replicas share the batch,
-        and a resumed run draws what the uninterrupted one would have."""
-        base = tf.cast(self.seed_generator.state[0], tf.int64)
-        step = self.iteration * self.params.d_steps + d_step
-        return tf.stack([base, step * DRAWS_PER_ITERATION + draw])
-
-    def uniform(self, draw: int, rows, columns, low=0.0, high=1.0, d_step: int = 0) -> tf.Tensor:
-        """This replica's share of a (rows, columns) uniform draw for the global batch."""
-        seed = self.draw_seed(draw, d_step)
-        return replica_share(tf.random.stateless_uniform((rows, columns), seed, low, high))
-
-    def random_latent_vectors(self, draw: int, rows, d_step: int = 0) -> tf.Tensor:
-        """This replica's share of `rows` latent points for the global batch."""
-        if self.params.latent_distribution == "uniform":
-            return self.uniform(draw, rows, self.latent_dim, -1.0, 1.0, d_step)
-        return replica_share(
-            tf.random.stateless_normal((rows, self.latent_dim), self.draw_seed(draw, d_step))
-        )
-
-    def discriminator_targets(self, draw: int, labels: tf.Tensor, global_rows, d_step: int = 0) -> tf.Tensor:
-        """Hard labels (1 real, 0 fake) -> D's targets: flipped, then one-sided smoothing and
-        noise on whatever is labelled real. Uses draws `draw` and `draw + 1`."""
-        p = self.params
-        flip = self.uniform(draw, global_rows, 1, d_step=d_step) < p.label_flip
-        labels = tf.where(flip, 1.0 - labels, labels)
-        noise = self.uniform(draw + 1, global_rows, 1, -p.label_noise, p.label_noise, d_step)
-        return tf.clip_by_value(labels * (1.0 - p.label_smoothing + noise), 0.0, 1.0)
+        `train_gan.g_ema` the copy holding the moving average of its weights."""
+        return self.average.snapshot() if self.average else self.generator
 
     def seen_by_d(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
         """Images as D sees them: augmented with train_gan.diff_augment, else unchanged."""
@@ -183,8 +207,8 @@ class DCGAN(keras.Model):
         local = tf.shape(real_indices)[0]  # this replica's share of the half-batch
         half = local * replicas()
         real_images = tf.gather(self.real_images, real_indices)  # (B/2 / replicas, 32, 32, 3)
-        real_targets = self.discriminator_targets(0, tf.ones((local, 1)), half, d_step)
-        augment_seed = self.draw_seed(6, d_step)
+        real_targets = self.draws.discriminator_targets(0, tf.ones((local, 1)), half, d_step)
+        augment_seed = self.draws.seed(6, d_step)
         d1, real_predictions = discriminator_update(
             self.discriminator,
             self.d_optimizer,
@@ -194,8 +218,8 @@ class DCGAN(keras.Model):
         )
 
         # generator in training mode, as in DCGAN practice (identical without batch norm)
-        fake_images = self.generator(self.random_latent_vectors(2, half, d_step), training=True)
-        fake_targets = self.discriminator_targets(3, tf.zeros((local, 1)), half, d_step)
+        fake_images = self.generator(self.draws.random_latent_vectors(2, half, d_step), training=True)
+        fake_targets = self.draws.discriminator_targets(3, tf.zeros((local, 1)), half, d_step)
         d2, fake_predictions = discriminator_update(
             self.discriminator,
             self.d_optimizer,
@@ -210,11 +234,11 @@ class DCGAN(keras.Model):
         (its weights, batch-norm statistics and spectral-norm state). Returns g."""
         k = self.params.d_steps
         d_state = [tf.identity(v) for v in self.d_statistics]
-        random_latent_vectors = self.random_latent_vectors(5, 2 * half, k - 1)
+        random_latent_vectors = self.draws.random_latent_vectors(5, 2 * half, k - 1)
         with tf.GradientTape() as tape:
             generated = self.generator(random_latent_vectors, training=True)  # (B / replicas, 32, 32, 3)
             predictions = self.discriminator(
-                self.seen_by_d(generated, self.draw_seed(7, k - 1)), training=True
+                self.seen_by_d(generated, self.draws.seed(7, k - 1)), training=True
             )
             g = self.loss.generator(predictions)
             scaled_g = scaled(self.g_optimizer, g / replicas())
@@ -224,15 +248,6 @@ class DCGAN(keras.Model):
             variable.assign(value)
         return g
 
-    def update_ema(self) -> None:
-        """train_gan.g_ema's average, after the G update. Warm-up as in
-        tf.train.ExponentialMovingAverage(num_updates): a short average at first, lengthening
-        to g_ema, so early snapshots are not held near the initial weights."""
-        steps = tf.cast(self.iteration, tf.float32)
-        decay = tf.minimum(self.params.g_ema, (1.0 + steps) / (10.0 + steps))
-        for average, weight in zip(self.ema_weights, self.generator.trainable_weights):
-            average.assign(decay * average + (1.0 - decay) * tf.cast(weight, average.dtype))
-
     def train_step(self, real_indices):
         """One iteration on this replica's (half-batch / replicas, d_steps) real indices."""
         k = self.params.d_steps
@@ -240,7 +255,8 @@ class DCGAN(keras.Model):
         d1, d2 = (tf.add_n([r[i] for r in d_results]) / k for i in (0, 1))  # the iteration's means
         real_predictions, fake_predictions = (tf.concat([r[i] for r in d_results], 0) for i in (2, 3))
         g = self.generator_step(tf.shape(real_indices)[0] * replicas())
-        self.update_ema()
+        if self.average:
+            self.average.update(self.iteration)
 
         g = global_mean(g)
         row = self.iteration % self.steps_per_epoch
