@@ -112,6 +112,21 @@ def test_baseline_named_on_the_command_line_and_a_threshold(store, tmp_path):
     assert other["reached_threshold"] == 3 and other["seconds_to_threshold"] == pytest.approx(120)
 
 
+def test_pictures_name_each_group_by_what_it_changes_from_the_baseline(store, tmp_path):
+    arms = {("0.0", "0.0"): 20, ("0.1", "0.0"): 30, ("0.0", "0.05"): 25}
+    for (smoothing, noise), best in arms.items():
+        for seed in (1, 2):
+            extra = {"train_gan.label_smoothing": smoothing, "train_gan.label_noise": noise}
+            add_run(store, seed, [best + seed], **extra)
+    result = compare_cli(tmp_path, "--no-track")
+    short = {g["label"]: g["short_label"] for g in result["groups"]}
+    assert short == {
+        "label_noise=0.0, label_smoothing=0.0": "baseline",
+        "label_noise=0.0, label_smoothing=0.1": "label_smoothing=0.1",
+        "label_noise=0.05, label_smoothing=0.0": "label_noise=0.05",
+    }
+
+
 def test_one_seed_shows_means_and_says_a_ci_needs_two(store, tmp_path, capsys):
     for seed, best in enumerate([20, 22, 24], start=1):
         add_run(store, seed, [best])

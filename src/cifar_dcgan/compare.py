@@ -264,6 +264,7 @@ def compare(runs: list[Run], baseline: dict[str, str], threshold: float | None =
         reached = [hit for hit in (r.reaches(threshold) for r in members) if hit]
         entry = {
             "label": _label(differing, key),
+            "short_label": "baseline" if key == base_key else _label_against(differing, key, base_key),
             "params": dict(zip(differing, key)),
             "baseline": key == base_key,
             "seeds": [r.seed for r in members],
@@ -309,6 +310,12 @@ def _mean_curve(members: list[Run]) -> dict:
 
 def _label(differing: list[str], key: tuple) -> str:
     return ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in zip(differing, key)) or "all runs"
+
+
+def _label_against(differing: list[str], key: tuple, base_key: tuple) -> str:
+    """Only what a group changes from the baseline, for pictures with many groups."""
+    changed = [(k, v) for k, v, b in zip(differing, key, base_key) if v != b]
+    return ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in changed)
 
 
 def _mean_ci(s: dict) -> str:
@@ -387,9 +394,15 @@ def plot_curves(result: dict, path: Path) -> None:
     """FCD per epoch: each group's mean over seeds, its 95% interval as a band."""
     from cifar_dcgan.images import save_band_plot
 
+    def at_least_0(values):  # FCD is never negative: a wide t-band stops at 0
+        return [None if v is None else max(v, 0.0) for v in values]
+
     series = {
-        f"{g['label']} ({len(g['seeds'])} seeds)": tuple(
-            g["curve"][k] for k in ("epoch", "mean", "low", "high")
+        f"{g['short_label']} ({len(g['seeds'])} seeds)": (
+            g["curve"]["epoch"],
+            g["curve"]["mean"],
+            at_least_0(g["curve"]["low"]),
+            g["curve"]["high"],
         )
         for g in result["groups"]
     }
@@ -416,7 +429,9 @@ def plot_grids(result: dict, client, path: Path) -> None:
             else:
                 shown = g["runs"][0]
                 ax.text(0.5, 0.5, "no grid logged", ha="center", va="center")
-            ax.set_title(f"{g['label']}\nseed {shown['seed']}, best FCD {shown['best_fcd']:.1f}", fontsize=9)
+            ax.set_title(
+                f"{g['short_label']}\nseed {shown['seed']}, best FCD {shown['best_fcd']:.1f}", fontsize=9
+            )
     figure.suptitle("Last snapshot's probe grid, one seed per group")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
