@@ -6,7 +6,7 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from cifar_dcgan.compare import main
+from cifar_dcgan.compare import main, plot_curves
 from conftest import REPO
 
 BASE = {"train_gan.label_smoothing": "0.0", "train_gan.fcd_samples": "5000", "train_gan.epochs": "200"}
@@ -125,6 +125,21 @@ def test_pictures_name_each_group_by_what_it_changes_from_the_baseline(store, tm
         "label_noise=0.0, label_smoothing=0.1": "label_smoothing=0.1",
         "label_noise=0.05, label_smoothing=0.0": "label_noise=0.05",
     }
+
+
+def test_many_groups_get_a_panel_each_over_the_baseline(store, tmp_path):
+    # six bands in one axes hide each other: past four groups, one panel per group
+    for i, smoothing in enumerate(("0.0", "0.1", "0.2", "0.3", "0.4", "0.5")):
+        for seed in (1, 2):
+            add_run(store, seed, [60 - i, 40 + i + seed], **{"train_gan.label_smoothing": smoothing})
+    result = compare_cli(tmp_path, "--no-track")
+    panels = plot_curves(result, tmp_path / "curves.png")
+    assert panels == [
+        ["baseline (2 seeds)", f"label_smoothing={s} (2 seeds)"] for s in ("0.1", "0.2", "0.3", "0.4", "0.5")
+    ]
+    assert (tmp_path / "curves.png").stat().st_size > 10_000
+    two = {**result, "groups": result["groups"][:2]}
+    assert plot_curves(two, tmp_path / "two.png") == [["baseline (2 seeds)", "label_smoothing=0.1 (2 seeds)"]]
 
 
 def test_one_seed_shows_means_and_says_a_ci_needs_two(store, tmp_path, capsys):

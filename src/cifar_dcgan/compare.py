@@ -26,6 +26,7 @@ import math
 import os
 import sys
 import tempfile
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -37,6 +38,7 @@ from cifar_dcgan.errors import PipelineError
 SEED = "train_gan.seed"
 QUALITY_KEYS = ("best_fcd", "last_fcd", "last_kid", "class_entropy", "diversity")
 COLLAPSE_BITS = 1.0  # a last snapshot whose predicted classes carry less entropy has collapsed
+ONE_PANEL = 4  # groups drawn in one FCD panel; more bands than this hide each other
 HISTORIES = ("fcd", "epoch_seconds")  # per epoch; the rest is the last snapshot's (the run's latest)
 
 
@@ -282,7 +284,7 @@ def compare(runs: list[Run], baseline: dict[str, str], threshold: float | None =
             diff = welch_difference([r.best_fcd for r in members], [r.best_fcd for r in groups[base_key]])
             entry["best_fcd_difference"] = diff
             entry["verdict"] = verdict(
-                entry["label"], stats[key]["best_fcd"], stats[base_key]["best_fcd"], diff
+                entry["short_label"], stats[key]["best_fcd"], stats[base_key]["best_fcd"], diff
             )
         entries.append(entry)
     return {
@@ -379,7 +381,7 @@ def markdown(result: dict, skipped: list[str]) -> str:
     if single:
         lines.append(f"- {', '.join(single)}: one seed; a confidence interval needs 2 or more seeds")
     collapsed = [
-        f"{g['label']} {g['collapsed']}/{len(g['seeds'])}" for g in result["groups"] if g["collapsed"]
+        f"{g['short_label']} {g['collapsed']}/{len(g['seeds'])}" for g in result["groups"] if g["collapsed"]
     ]
     if collapsed:
         lines.append(
@@ -390,9 +392,11 @@ def markdown(result: dict, skipped: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(result: dict, path: Path) -> None:
-    """FCD per epoch: each group's mean over seeds, its 95% interval as a band."""
-    from cifar_dcgan.images import save_band_plot
+def plot_curves(result: dict, path: Path) -> list[list[str]]:
+    """FCD per epoch: each group's mean over seeds, its 95% interval as a band. Up to
+    `ONE_PANEL` groups share one panel; more get a panel each, over the baseline in grey.
+    Returns the series of each panel, as drawn."""
+    from cifar_dcgan.images import save_band_panels, save_band_plot
 
     def at_least_0(values):  # FCD is never negative: a wide t-band stops at 0
         return [None if v is None else max(v, 0.0) for v in values]
@@ -407,20 +411,27 @@ def plot_curves(result: dict, path: Path) -> None:
         for g in result["groups"]
     }
     title = "FCD per snapshot: mean and 95% CI over seeds"
-    save_band_plot(path, series, "epoch", "FCD (lower is better)", title)
+    if len(series) <= ONE_PANEL:
+        save_band_plot(path, series, "epoch", "FCD (lower is better)", title)
+        return [list(series)]
+    baseline, *others = series.items()  # the baseline group comes first
+    save_band_panels(path, baseline, dict(others), "epoch", "FCD (lower is better)", title)
+    return [[baseline[0], name] for name, _ in others]
 
 
-def plot_grids(result: dict, client, path: Path) -> None:
-    """The last probe grid of one seed per group (the first that has one), side by side."""
+def plot_grids(result: dict, client, path: Path, columns: int = 5) -> None:
+    """The last probe grid of one seed per group (the first that has one), `columns` a row."""
     import matplotlib.image
 
     from cifar_dcgan.images import plt
 
     groups = result["groups"]
-    figure, axes = plt.subplots(1, len(groups), figsize=(3.6 * len(groups), 4.2), squeeze=False)
+    rows, columns = -(-len(groups) // columns), min(columns, len(groups))
+    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 4.2 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
     with tempfile.TemporaryDirectory() as folder:
         for i, (ax, g) in enumerate(zip(axes.flat, groups)):
-            ax.axis("off")
             for shown in g["runs"]:  # the first seed whose grid the store still has
                 grid = _last_grid(client, shown["run_id"], Path(folder) / str(i))
                 if grid is not None:
@@ -429,8 +440,10 @@ def plot_grids(result: dict, client, path: Path) -> None:
             else:
                 shown = g["runs"][0]
                 ax.text(0.5, 0.5, "no grid logged", ha="center", va="center")
+            label = textwrap.fill(g["short_label"], 40)
             ax.set_title(
-                f"{g['short_label']}\nseed {shown['seed']}, best FCD {shown['best_fcd']:.1f}", fontsize=9
+                f"{label}\nseed {shown['seed']}, FCD {shown['last_fcd']:.1f} (best {shown['best_fcd']:.1f})",
+                fontsize=9,
             )
     figure.suptitle("Last snapshot's probe grid, one seed per group")
     figure.tight_layout()
