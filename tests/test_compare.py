@@ -112,6 +112,29 @@ def test_baseline_named_on_the_command_line_and_a_threshold(store, tmp_path):
     assert other["reached_threshold"] == 3 and other["seconds_to_threshold"] == pytest.approx(120)
 
 
+def test_within_minutes_compares_at_equal_wall_clock(store, tmp_path, capsys):
+    # smoothing 0.1 ends better but costs twice the time per epoch: in the first 2.5 minutes
+    # the classic runs took two snapshots (40 + seed) and the slower ones one (45 + seed)
+    for seed in (1, 2, 3):
+        add_run(store, seed, [50 + seed, 40 + seed, 30 + seed, 20 + seed], epoch_seconds=60)
+        slow = [45 + seed, 25 + seed, 15 + seed, 10 + seed]
+        add_run(store, seed, slow, epoch_seconds=120, **{"train_gan.label_smoothing": "0.1"})
+    add_run(store, 4, [44, 24, 14, 9], epoch_seconds=200, **{"train_gan.label_smoothing": "0.1"})
+    at_the_end = by_label(compare_cli(tmp_path, "--no-track"))["label_smoothing=0.1"]
+    assert at_the_end["best_fcd"]["mean"] == pytest.approx(11.25) and len(at_the_end["seeds"]) == 4
+    assert "lower (better)" in at_the_end["verdict"]
+    result = compare_cli(tmp_path, "--no-track", "--within-minutes", "2.5")
+    base, slow = result["groups"]
+    assert result["within_minutes"] == 2.5
+    assert base["best_fcd"]["mean"] == pytest.approx(42) and base["last_fcd"]["mean"] == pytest.approx(42)
+    assert slow["best_fcd"]["mean"] == pytest.approx(47) and slow["seeds"] == ["1", "2", "3"]
+    assert slow["best_fcd_difference"]["difference"] == pytest.approx(5)
+    assert "higher (worse)" in slow["verdict"]
+    out = capsys.readouterr().out
+    assert "run s4/train-gan: no snapshot within 2.5 min of training, left out" in out
+    assert "each run counts only its snapshots of the first 2.5 minutes of training" in out
+
+
 def test_pictures_name_each_group_by_what_it_changes_from_the_baseline(store, tmp_path):
     arms = {("0.0", "0.0"): 20, ("0.1", "0.0"): 30, ("0.0", "0.05"): 25}
     for (smoothing, noise), best in arms.items():

@@ -39,7 +39,8 @@ SEED = "train_gan.seed"
 QUALITY_KEYS = ("best_fcd", "last_fcd", "last_kid", "class_entropy", "diversity")
 COLLAPSE_BITS = 1.0  # a last snapshot whose predicted classes carry less entropy has collapsed
 ONE_PANEL = 4  # groups drawn in one FCD panel; more bands than this hide each other
-HISTORIES = ("fcd", "epoch_seconds")  # per epoch; the rest is the last snapshot's (the run's latest)
+LAST = {"last_kid": "kid", "class_entropy": "class_entropy", "diversity": "diversity"}  # of a snapshot
+HISTORIES = ("fcd", "epoch_seconds", *LAST.values())  # per epoch
 
 
 @dataclasses.dataclass
@@ -53,6 +54,7 @@ class Run:
     evaluator: str
     curve: dict[int, float]  # epoch -> FCD
     last: dict[str, float]  # KID, class entropy, diversity of the last snapshot
+    history: dict[str, dict[int, float]]  # the same per epoch, for a time budget
     epoch_seconds: dict[int, float]
     iterations_per_epoch: float
     start_time: int
@@ -73,6 +75,26 @@ class Run:
         if not self.epoch_seconds or not self.iterations_per_epoch:
             return None
         return sum(self.epoch_seconds.values()) / (len(self.epoch_seconds) * self.iterations_per_epoch)
+
+    def within(self, seconds: float) -> "Run | None":
+        """The run as it stood after `seconds` of training: only the snapshots taken by then
+        (equal wall-clock for configurations of different cost); None before the first."""
+        kept = [e for e in sorted(self.curve) if self.training_seconds(e) <= seconds]
+        if not kept:
+            return None
+        last = {k: self.history[k].get(kept[-1], math.nan) for k in self.last}
+        return dataclasses.replace(
+            self,
+            curve={e: self.curve[e] for e in kept},
+            epoch_seconds={e: s for e, s in self.epoch_seconds.items() if e <= kept[-1]},
+            last=last,
+        )
+
+    def training_seconds(self, epoch: int) -> float:
+        """Training wall-clock until the snapshot of `epoch`; inf when an epoch's time is unknown."""
+        if any(e not in self.epoch_seconds for e in range(1, epoch + 1)):
+            return math.inf
+        return sum(self.epoch_seconds[e] for e in range(1, epoch + 1))
 
     def reaches(self, threshold: float) -> tuple[float, int] | None:
         """(training seconds, iterations) until the FCD first is at most `threshold`, or None."""
@@ -155,6 +177,7 @@ def load_runs(client, experiment_id: str, names: Sequence[str] = (), tag: str | 
             continue
         by_step = {key: {m.step: m.value for m in values} for key, values in histories.items()}
         latest, seconds = r.data.metrics, by_step["epoch_seconds"]
+        last = {name: latest.get(key, math.nan) for name, key in LAST.items()}
         per_iteration = latest.get("seconds_per_iteration")
         steps = latest.get("epoch_seconds", 0) / per_iteration if per_iteration else 0.0
         assumed = {k: str(v) for k, v in BEFORE_ADDED.items() if k not in r.data.params}
@@ -166,11 +189,8 @@ def load_runs(client, experiment_id: str, names: Sequence[str] = (), tag: str | 
                 seed=r.data.params.get(SEED, "?"),
                 evaluator=r.data.tags["evaluator_digest"],
                 curve=by_step["fcd"],
-                last={
-                    "last_kid": latest.get("kid", math.nan),
-                    "class_entropy": latest.get("class_entropy", math.nan),
-                    "diversity": latest.get("diversity", math.nan),
-                },
+                last=last,
+                history={name: by_step[key] for name, key in LAST.items()},
                 epoch_seconds=seconds,
                 iterations_per_epoch=round(steps),
                 start_time=r.info.start_time,
@@ -244,10 +264,26 @@ def pick_baseline(differing: list[str], groups: dict, baseline: dict[str, str]) 
     return matches[0]
 
 
-def compare(runs: list[Run], baseline: dict[str, str], threshold: float | None = None) -> dict:
-    """Everything the report says, as data: one entry per group, baseline first."""
+def compare(
+    runs: list[Run], baseline: dict[str, str], threshold: float | None = None, within: float | None = None
+) -> dict:
+    """Everything the report says, as data: one entry per group, baseline first. With
+    `within` (seconds), each run counts only the snapshots of its first `within` seconds of
+    training."""
+    late = []
+    if within is not None:
+        cut = [(r, r.within(within)) for r in runs]
+        late = [
+            f"run {r.name}: no snapshot within {within / 60:g} min of training, left out"
+            for r, c in cut
+            if c is None
+        ]
+        runs = [c for _, c in cut if c is not None]
     if not runs:
-        raise PipelineError("no finished, scored train-gan runs to compare")
+        raise PipelineError(
+            "no finished, scored train-gan runs to compare"
+            + (f" within {within / 60:g} min" if within else "")
+        )
     check_comparable(runs)
     differing, groups, notes = group_runs(runs)
     older = sorted(r.name for r in runs if r.assumed)
@@ -292,7 +328,8 @@ def compare(runs: list[Run], baseline: dict[str, str], threshold: float | None =
         "fcd_threshold": threshold,
         "evaluator_digest": runs[0].evaluator,
         "fcd_samples": runs[0].params.get("train_gan.fcd_samples"),
-        "notes": notes,
+        "within_minutes": within / 60 if within is not None else None,
+        "notes": late + notes,
         "assumed": {"params": assumed, "runs": older} if older else None,
         "groups": entries,
     }
@@ -340,7 +377,14 @@ def markdown(result: dict, skipped: list[str]) -> str:
         "",
         f"Differing params: {', '.join(result['differing_params']) or 'none'}. FCD of "
         f"{result['fcd_samples']} images, evaluator {result['evaluator_digest'][:12]}; lower is better. "
-        "Means with 95% t-intervals over seeds; a group of one seed has no interval.",
+        "Means with 95% t-intervals over seeds; a group of one seed has no interval."
+        + (
+            " Equal wall-clock: each run counts only its snapshots of the first "
+            f"{result['within_minutes']:g} minutes of training (best and last FCD, KID, entropy and "
+            "diversity as they stood then)."
+            if result["within_minutes"] is not None
+            else ""
+        ),
         "",
         "| group | seeds | best FCD | last FCD | KID | class entropy | diversity | s / iteration "
         f"| to FCD <= {t:.1f} |",
@@ -488,6 +532,12 @@ def main(argv: list[str] | None = None) -> None:
         "--baseline", nargs="+", default=(), metavar="KEY=VALUE", help="the baseline group (default: params)"
     )
     parser.add_argument("--fcd-threshold", type=float, help="default: the worst group's mean best FCD")
+    parser.add_argument(
+        "--within-minutes",
+        type=float,
+        metavar="M",
+        help="equal wall-clock: each run counts only the snapshots of its first M minutes of training",
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/compare"))
     parser.add_argument("--no-track", action="store_true", help="do not log the report to MLflow")
     args = parser.parse_args(argv)
@@ -515,7 +565,12 @@ def main(argv: list[str] | None = None) -> None:
                 + "; queue a sweep (README: Comparing configurations)"
             )
         defaults = {k: str(v) for k, v in flatten({k: params[k] for k in ("model", "train_gan")}).items()}
-        result = compare(runs, _pairs(args.baseline, "--baseline") or defaults, args.fcd_threshold)
+        if args.within_minutes is not None and not args.within_minutes > 0:
+            raise PipelineError(
+                f"--within-minutes {args.within_minutes:g}: give a positive number of minutes"
+            )
+        within = args.within_minutes * 60 if args.within_minutes is not None else None
+        result = compare(runs, _pairs(args.baseline, "--baseline") or defaults, args.fcd_threshold, within)
     except PipelineError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
