@@ -84,7 +84,6 @@ def save_band_panels(
         _band(axes, name, band, color="C0")
         axes.set_title(textwrap.fill(name, 44), fontsize=9)
         axes.grid(alpha=0.3)
-        axes.legend(fontsize=7, loc="upper right")
     for axes in grid.flat[len(panels) :]:
         axes.axis("off")
     for axes in grid[:, 0]:
@@ -92,7 +91,7 @@ def save_band_panels(
     for axes in grid[-1, :]:
         axes.set_xlabel(xlabel)
         axes.xaxis.set_tick_params(labelbottom=True)
-    figure.suptitle(title)
+    figure.suptitle(f"{title}\neach panel: the series named above it (blue) over {reference[0]} (grey)")
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path)
