@@ -471,7 +471,7 @@ def plot_grids(result: dict, client, path: Path, columns: int = 5) -> None:
 
     groups = result["groups"]
     rows, columns = -(-len(groups) // columns), min(columns, len(groups))
-    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 4.2 * rows), squeeze=False)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 4.6 * rows), squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     with tempfile.TemporaryDirectory() as folder:
