@@ -60,6 +60,18 @@ def test_class_score_and_entropy_on_known_predictions():
     assert evaluator.class_entropy(one_class) == 0.0
 
 
+@pytest.mark.parametrize("warmup_epochs", [0, 0.5])
+def test_the_learning_rate_warms_up_then_decays_to_zero(make_params, warmup_epochs):
+    params = make_params("train_evaluator", epochs=4, learning_rate=0.002, warmup_epochs=warmup_epochs)
+    schedule = evaluator.learning_rate(params, steps_per_epoch=100)
+    rate = lambda step: float(schedule(step))  # noqa: E731
+    if warmup_epochs:
+        assert rate(0) == 0.0 and rate(25) == pytest.approx(0.001) and rate(50) == pytest.approx(0.002)
+    else:
+        assert rate(0) == pytest.approx(0.002)
+    assert rate(50) > rate(200) > rate(399) > 0 and rate(400) == pytest.approx(0.0, abs=1e-9)
+
+
 @pytest.fixture(scope="module")
 def tiny_judge(tmp_path_factory, make_params):
     """A tiny classifier trained for one epoch on synthetic images, with its outputs."""

@@ -130,12 +130,14 @@ class SanityParams:
 @dataclasses.dataclass(frozen=True)
 class EvaluatorParams:
     filters: tuple[int, ...]  # conv widths, one block of two 3x3 convs + 2x2 max-pool each
+    pool: Literal["after", "between"]  # where a block's max-pool sits: after its two convs or between them
     features: int  # width of the penultimate layer: the features FCD and KID compare
     dropout: float  # dropout before the class layer
     augment: bool  # random horizontal flips and shifts of up to 4 pixels while training
     epochs: int  # passes over the training split
     batch_size: int  # images per update
     learning_rate: float  # AdamW peak learning rate, cosine-decayed to 0
+    warmup_epochs: float  # the learning rate rises linearly from 0 to the peak over these first epochs
     weight_decay: float  # AdamW decoupled weight decay
     precision: Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"]  # while training only
     seed: int  # weights, shuffling and augmentation
@@ -153,6 +155,12 @@ class EvaluatorParams:
         _check(self.epochs >= 1, f"{s}.epochs", self.epochs, "an integer >= 1")
         _check_count(f"{s}.batch_size", self.batch_size, 1, TRAIN_IMAGES, CIFAR_TRAIN)
         _check(self.learning_rate > 0, f"{s}.learning_rate", self.learning_rate, "a number > 0")
+        _check(
+            0 <= self.warmup_epochs < self.epochs,
+            f"{s}.warmup_epochs",
+            self.warmup_epochs,
+            f"0 <= x < train_evaluator.epochs ({self.epochs})",
+        )
         _check(self.weight_decay >= 0, f"{s}.weight_decay", self.weight_decay, "a number >= 0")
         _check_seed(f"{s}.seed", self.seed)
 
