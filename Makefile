@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install browser repro compare test test-fast bench bench-stabilizers profile lint format clean
+.PHONY: help install browser repro compare test test-fast bench bench-stabilizers bench-evaluator profile lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -42,6 +42,9 @@ bench: $(STAMP)  ## measure the training step against the classic loop (several 
 
 bench-stabilizers: $(STAMP)  ## what each stabilizer (spectral norm, hinge, d_steps, DiffAugment, ...) costs per iteration
 	python benchmarks/bench_stabilizers.py
+
+bench-evaluator: $(STAMP)  ## where train-evaluator's time goes: a batch with and without augmentation, the test pass, outputs
+	python benchmarks/bench_evaluator.py
 
 profile: $(STAMP)  ## where one iteration's time goes, by kind of op, in float32 and bf16 (minutes; a quiet machine)
 	python benchmarks/profile_step.py
