@@ -16,6 +16,7 @@ import numpy as np
 from cifar_dcgan import evaluator
 from cifar_dcgan.config import flatten, load_params
 from cifar_dcgan.errors import run_stage
+from cifar_dcgan.models import resolve_precision
 from cifar_dcgan.tracking import prepared_dataset, stage_run
 
 
@@ -33,7 +34,11 @@ def main() -> None:
         for split in ("train", "test")
     )
     with stage_run(
-        "train-evaluator", params["tracking"].experiment, flatten({"train_evaluator": p}), system_metrics=True
+        "train-evaluator",
+        params["tracking"].experiment,
+        flatten({"train_evaluator": p}),
+        {"precision_resolved": resolve_precision(p.precision)},  # what `auto` became on this machine
+        system_metrics=True,
     ) as tracker:
         if dataset := prepared_dataset(args.data):
             tracker.log_dataset(dataset, "training")

@@ -20,6 +20,7 @@ from cifar_dcgan.config import flatten, load_params
 from cifar_dcgan.errors import run_stage
 from cifar_dcgan.evaluator import Evaluator
 from cifar_dcgan.losses import LOSSES
+from cifar_dcgan.models import resolve_precision
 from cifar_dcgan.tracking import NullTracker, prepared_dataset, stage_run
 from cifar_dcgan.training import is_chief, make_strategy, train_gan
 
@@ -52,7 +53,11 @@ def main() -> None:
                     params["tracking"].experiment,
                     run_params,
                     # FCDs of different judges never pool; the description says what d1/d2/g mean
-                    {"evaluator_digest": judge.digest, "mlflow.note.content": LOSSES[train.loss].note},
+                    {
+                        "evaluator_digest": judge.digest,
+                        "mlflow.note.content": LOSSES[train.loss].note,
+                        "precision_resolved": resolve_precision(train.precision),  # what `auto` became here
+                    },
                     resume_run_id=resume_run_id,
                     system_metrics=True,
                 )
