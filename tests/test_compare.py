@@ -31,11 +31,14 @@ def add_run(
     iterations_per_epoch: int = 100,
     entropy: float = 3.0,
     failures: int = 0,
+    resolved: str | None = None,
     **params,
 ) -> str:
     """A train-gan run as the stage logs it: params, tags, FCD and timing per epoch."""
     client, experiment = store
     tags = {"stage": "train-gan", "evaluator_digest": evaluator}
+    if resolved:
+        tags["precision_resolved"] = resolved
     run = client.create_run(experiment, run_name=f"s{seed}/train-gan", tags=tags)
     values = {**BASE, **params, "train_gan.seed": str(seed)}
     metrics = [Metric("failures", failures, 0, 0)]
@@ -201,6 +204,39 @@ def test_runs_tracked_before_a_trick_existed_pool_with_its_classic_value(store, 
     report = (tmp_path / "cmp" / "report.md").read_text()
     assert "3 run(s) were tracked before model.d_spectral_norm, train_gan.g_ema, train_gan.loss" in report
     assert "train_gan.loss=bce, train_gan.d_steps=1, train_gan.diff_augment=[])" in report
+
+
+def test_precision_auto_runs_of_bf16_and_float32_machines_are_never_pooled(store, tmp_path, capsys):
+    # seeds 1, 2 of `precision: auto` on a bf16 machine and on a float32 one: four runs, two groups
+    auto = {"train_gan.precision": "auto"}
+    for seed in (1, 2):
+        add_run(store, seed, [30 + seed], resolved="mixed_bfloat16", **auto)
+        add_run(store, seed, [20 + seed], resolved="float32", **auto)
+    with pytest.raises(SystemExit) as exit_info:
+        compare_cli(tmp_path, "--no-track")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "precision auto became float32 or mixed_bfloat16 on their machines" in err
+    assert "--baseline precision_resolved=float32" in err and not (tmp_path / "cmp").exists()
+    result = compare_cli(tmp_path, "--no-track", "--baseline", "precision_resolved=float32")
+    assert result["differing_params"] == ["precision_resolved"]
+    base, bf16 = result["groups"]
+    assert base["label"] == "precision_resolved=float32" and base["seeds"] == ["1", "2"]
+    assert bf16["label"] == "precision_resolved=mixed_bfloat16" and bf16["seeds"] == ["1", "2"]
+    assert bf16["best_fcd_difference"]["difference"] == pytest.approx(10)
+    only_float32 = compare_cli(tmp_path, "--no-track", "--tag", "precision_resolved=float32")
+    assert [g["best_fcd"]["mean"] for g in only_float32["groups"]] == [pytest.approx(21.5)]
+
+
+def test_explicit_precisions_are_grouped_by_the_param_alone(store, tmp_path):
+    for seed in (1, 2):
+        add_run(store, seed, [20 + seed], resolved="float32", **{"train_gan.precision": "float32"})
+        add_run(
+            store, seed, [22 + seed], resolved="mixed_bfloat16", **{"train_gan.precision": "mixed_bfloat16"}
+        )
+    result = compare_cli(tmp_path, "--no-track")
+    assert result["differing_params"] == ["train_gan.precision"]
+    assert [g["label"] for g in result["groups"]] == ["precision=float32", "precision=mixed_bfloat16"]
 
 
 def test_fcd_of_different_evaluators_is_never_pooled(store, tmp_path, capsys):

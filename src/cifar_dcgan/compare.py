@@ -36,6 +36,8 @@ from cifar_dcgan.config import BEFORE_ADDED
 from cifar_dcgan.errors import PipelineError
 
 SEED = "train_gan.seed"
+PRECISION = "train_gan.precision"
+RESOLVED = "precision_resolved"  # a tag: what `precision: auto` became on the run's machine
 QUALITY_KEYS = ("best_fcd", "last_fcd", "last_kid", "class_entropy", "diversity")
 COLLAPSE_BITS = 1.0  # a last snapshot whose predicted classes carry less entropy has collapsed
 ONE_PANEL = 4  # groups drawn in one FCD panel; more bands than this hide each other
@@ -181,11 +183,14 @@ def load_runs(client, experiment_id: str, names: Sequence[str] = (), tag: str | 
         per_iteration = latest.get("seconds_per_iteration")
         steps = latest.get("epoch_seconds", 0) / per_iteration if per_iteration else 0.0
         assumed = {k: str(v) for k, v in BEFORE_ADDED.items() if k not in r.data.params}
+        params = {**assumed, **r.data.params}
+        precision = params.get(PRECISION, "float32")
+        params[RESOLVED] = r.data.tags.get(RESOLVED, precision if precision != "auto" else "unknown")
         runs.append(
             Run(
                 run_id=r.info.run_id,
                 name=r.info.run_name,
-                params={**assumed, **r.data.params},
+                params=params,
                 seed=r.data.params.get(SEED, "?"),
                 evaluator=r.data.tags["evaluator_digest"],
                 curve=by_step["fcd"],
@@ -203,9 +208,12 @@ def load_runs(client, experiment_id: str, names: Sequence[str] = (), tag: str | 
 def group_runs(runs: list[Run]) -> tuple[list[str], dict[tuple, list[Run]], list[str]]:
     """(the params that differ, seed aside; groups keyed by their values; lines about
     replicates dropped). Of two runs with the same params and seed only the newest counts:
-    on one machine they are the same training, not two seeds."""
+    on one machine they are the same training, not two seeds. Runs of `precision: auto` that
+    became bf16 on one machine and float32 on another are two groups, not replicates."""
     keys = sorted({k for r in runs for k in r.params} - {SEED})
     differing = [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
+    if all(r.params.get(PRECISION) != "auto" for r in runs) and RESOLVED in differing:
+        differing.remove(RESOLVED)  # the same as train_gan.precision: no need to say it twice
     groups: dict[tuple, dict[str, Run]] = {}
     notes = []
     for r in sorted(runs, key=lambda r: r.start_time):
@@ -241,6 +249,13 @@ def check_comparable(runs: list[Run]) -> None:
 
 def pick_baseline(differing: list[str], groups: dict, baseline: dict[str, str]) -> tuple:
     """The group whose differing params equal `baseline` (a key's value as MLflow logged it)."""
+    if RESOLVED in differing and RESOLVED not in baseline:
+        values = sorted({key[differing.index(RESOLVED)] for key in groups})
+        raise PipelineError(
+            f"the runs' precision auto became {' or '.join(values)} on their machines, and those runs are "
+            f"not replicates of each other. Name the baseline with --baseline {RESOLVED}={values[0]} (and "
+            f"any other KEY=VALUE), or compare one kind: --tag {RESOLVED}={values[0]}"
+        )
     unknown = sorted(set(baseline) - set(differing))
     if unknown and not set(baseline) & set(differing):
         raise PipelineError(
@@ -545,6 +560,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if args.tag is not None:
             _pairs([args.tag], "--tag")
+        if args.within_minutes is not None and not args.within_minutes > 0:
+            raise PipelineError(
+                f"--within-minutes {args.within_minutes:g}: give a positive number of minutes"
+            )
         params = load_params(args.params, "tracking", "model", "train_gan")
         experiment = args.experiment or params["tracking"].experiment
         uri = tracking_uri()
@@ -565,10 +584,6 @@ def main(argv: list[str] | None = None) -> None:
                 + "; queue a sweep (README: Comparing configurations)"
             )
         defaults = {k: str(v) for k, v in flatten({k: params[k] for k in ("model", "train_gan")}).items()}
-        if args.within_minutes is not None and not args.within_minutes > 0:
-            raise PipelineError(
-                f"--within-minutes {args.within_minutes:g}: give a positive number of minutes"
-            )
         within = args.within_minutes * 60 if args.within_minutes is not None else None
         result = compare(runs, _pairs(args.baseline, "--baseline") or defaults, args.fcd_threshold, within)
     except PipelineError as error:
