@@ -15,6 +15,9 @@ shared machine hits all of them alike:
 Prints a Markdown table; nothing is asserted.
 """
 
+import cifar_dcgan  # noqa: F401  first: it turns TensorFlow's oneDNN kernels on before TensorFlow loads
+
+# isort: split
 import argparse
 import json
 import os

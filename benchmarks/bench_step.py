@@ -1,5 +1,8 @@
 """The training step against the classic Keras loop, the machine's peaks, snapshot scoring."""
 
+import cifar_dcgan  # noqa: F401  first: it turns TensorFlow's oneDNN kernels on before TensorFlow loads
+
+# isort: split
 import dataclasses
 import os
 import platform
@@ -123,8 +126,13 @@ def matmul_gflops(dtype, n: int = 4096, repeats: int = 10) -> float:
 
 
 def cpu_name() -> str:
-    names = [line.split(":")[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
-    return names[0] if names else platform.machine()
+    """The CPU's model name, its vector units and whether TensorFlow runs oneDNN's kernels."""
+    lines = open("/proc/cpuinfo").read().splitlines()
+    names = [line.split(":")[1].strip() for line in lines if line.startswith("model name")]
+    flags = next((set(line.split(":")[1].split()) for line in lines if line.startswith("flags")), set())
+    units = [u for u in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if u in flags][:2] or ["no AVX2"]
+    onednn = "off" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0" else "on"
+    return f"{names[0] if names else platform.machine()} ({', '.join(units)}; oneDNN {onednn})"
 
 
 def theoretical_peak() -> tuple[float, str]:

@@ -10,8 +10,9 @@ tanh/sigmoid, batch norm, casts), optimizer updates, random draws, gather, loss,
 kernel column says who ran the op: oneDNN (TensorFlow's `_Mkl` ops) or TensorFlow's own
 Eigen kernels. A second pass, run with `ONEDNN_VERBOSE=1`, lists the oneDNN implementation
 of each primitive (AMX, avx512_core_bf16, avx2, a reference kernel ...); it is empty where
-TensorFlow does not use oneDNN. TensorFlow turns oneDNN on by default only on CPUs with
-AVX-512 VNNI/BF16 or AMX. Op times are summed over TensorFlow's threads, so they can exceed
+TensorFlow does not use oneDNN. TensorFlow turns oneDNN on by itself only on CPUs with
+AVX-512 VNNI/BF16 or AMX; this project turns it on everywhere (`TF_ENABLE_ONEDNN_OPTS=0`
+profiles TensorFlow's own kernels instead). Op times are summed over TensorFlow's threads, so they can exceed
 the wall time; the shares are of the summed time. Prints Markdown; nothing is asserted.
 """
 
@@ -165,7 +166,7 @@ def main() -> None:
         found = onednn_implementations(precision)
         print(f"\noneDNN primitives in one {precision} iteration (ONEDNN_VERBOSE):")
         if not found:
-            print("  none: TensorFlow ran every op with its own kernels (oneDNN is off on this CPU)")
+            print("  none: TensorFlow ran every op with its own kernels (TF_ENABLE_ONEDNN_OPTS=0)")
         for (primitive, implementation, dtype), ms in sorted(found.items(), key=lambda item: -item[1]):
             print(f"  {primitive:<16} {implementation:<32} {dtype:<6} {ms:9.1f} ms")
 

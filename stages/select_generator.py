@@ -8,11 +8,11 @@ import argparse
 import json
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from cifar_dcgan.config import flatten, load_params
 from cifar_dcgan.errors import run_stage
+from cifar_dcgan.generate import load_generator
 from cifar_dcgan.selection import select_generator, version_tags
 from cifar_dcgan.tracking import stage_run
 
@@ -58,7 +58,7 @@ def main() -> None:
         tracker.log_artifact(args.reports / "contact_sheet.png")
         description = f"epoch {selection['epoch']} of training run {training_run_id}; {selection['rule']}"
         registration = tracker.register_model(
-            keras.models.load_model(args.out),
+            load_generator(str(args.out)),
             p.model_name,
             p.alias,
             description,

@@ -10,7 +10,10 @@ or an interpolation strip between two latent points.
 """
 
 import argparse
+import contextlib
+import os
 import sys
+import tempfile
 from collections.abc import Iterator
 from math import isqrt
 from pathlib import Path
@@ -19,10 +22,30 @@ import numpy as np
 
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.images import save_grid, to_unit
-from cifar_dcgan.models import latent_points
 
 CHUNK = 1000  # images generated and written at a time: memory stays flat for any --n
 MAX_GRID = 1024  # images one grid picture shows (32 x 32 tiles, ~4,400 pixels square)
+START_UP_NOTICES = ("absl::InitializeLog() is called", "oneDNN custom operations are on")
+
+
+@contextlib.contextmanager
+def start_up_notices_dropped():
+    """While TensorFlow loads it writes its oneDNN notice (and absl's note on it) straight to
+    the stderr file descriptor, whatever TF_CPP_MIN_LOG_LEVEL says: hold that descriptor in
+    a file meanwhile, then pass on every other line."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            for line in held.read().decode(errors="replace").splitlines(keepends=True):
+                if not any(notice in line for notice in START_UP_NOTICES):
+                    sys.stderr.write(line)
 
 
 def load_generator(uri: str, allow_unsafe: bool = False):
@@ -71,6 +94,8 @@ def interpolate(a: np.ndarray, b: np.ndarray, steps: int, method: str) -> np.nda
 def latents(args, latent_dim: int, chunk: int = CHUNK) -> Iterator[np.ndarray]:
     """The generator's input, drawn like in training (`train_gan.latent_distribution`), in
     blocks of at most `chunk` rows: the same points as one draw, in constant memory."""
+    from cifar_dcgan.models import latent_points
+
     rng = np.random.default_rng(args.seed)
     if args.interpolate:
         a, b = latent_points(rng, 2, latent_dim, args.distribution)
@@ -119,6 +144,8 @@ def main(argv: list[str] | None = None) -> None:
             f"argument --n: a grid shows at most {MAX_GRID} images (got {args.n}); "
             "write more with --out-dir alone"
         )
+    with start_up_notices_dropped():
+        import keras  # noqa: F401  TensorFlow loads here
     try:
         generator = load_generator(args.model, args.allow_unsafe)
         written, shown = 0, []
