@@ -36,13 +36,14 @@ KINDS = (
 )  # fmt: skip
 ELEMENTWISE = re.compile(
     r"LeakyRelu|Relu|BiasAdd|Tanh|Sigmoid|Cast|Mul|Add|Sub|RealDiv|Div|Select|Maximum|Minimum|"
-    r"FusedBatchNorm|Rsqrt|Square|Sqrt|Neg|Exp|Log|Greater|Less|Equal|Floor|ClipByValue|Pow"
+    r"BatchNorm|Rsqrt|Square|Sqrt|Neg|Exp|Log|Greater|Less|Equal|Floor|ClipByValue|Pow"
 )
 
 
 def kind(name: str, op: str) -> str:
     """The kind of a TensorFlow op from its name (the layer path) and type."""
-    op = op.removeprefix("_MklNative").removeprefix("_Mkl").removeprefix("_Fused")
+    # oneDNN's ops: _MklConv2D, _MklNativeFusedConv2D (conv + bias + activation in one), ...
+    op = op.removeprefix("_MklNative").removeprefix("_Mkl").removeprefix("_").removeprefix("Fused")
     backward = "gradient_tape" in name
     if "conv_transpose" in name and op.startswith("Conv2D"):
         if not backward:

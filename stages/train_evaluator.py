@@ -16,7 +16,7 @@ import numpy as np
 from cifar_dcgan import evaluator
 from cifar_dcgan.config import flatten, load_params
 from cifar_dcgan.errors import run_stage
-from cifar_dcgan.models import resolve_precision
+from cifar_dcgan.models import machine_tags
 from cifar_dcgan.tracking import prepared_dataset, stage_run
 
 
@@ -37,7 +37,7 @@ def main() -> None:
         "train-evaluator",
         params["tracking"].experiment,
         flatten({"train_evaluator": p}),
-        {"precision_resolved": resolve_precision(p.precision)},  # what `auto` became on this machine
+        machine_tags(p.precision),  # what `auto` became here; oneDNN on or off
         system_metrics=True,
     ) as tracker:
         if dataset := prepared_dataset(args.data):

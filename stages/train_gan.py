@@ -20,7 +20,7 @@ from cifar_dcgan.config import flatten, load_params
 from cifar_dcgan.errors import run_stage
 from cifar_dcgan.evaluator import Evaluator
 from cifar_dcgan.losses import LOSSES
-from cifar_dcgan.models import resolve_precision
+from cifar_dcgan.models import machine_tags
 from cifar_dcgan.tracking import NullTracker, prepared_dataset, stage_run
 from cifar_dcgan.training import is_chief, make_strategy, train_gan
 
@@ -56,7 +56,7 @@ def main() -> None:
                     {
                         "evaluator_digest": judge.digest,
                         "mlflow.note.content": LOSSES[train.loss].note,
-                        "precision_resolved": resolve_precision(train.precision),  # what `auto` became here
+                        **machine_tags(train.precision),  # what `auto` became here; oneDNN on or off
                     },
                     resume_run_id=resume_run_id,
                     system_metrics=True,

@@ -101,6 +101,8 @@ def test_pipeline_gate_training_tracking_and_an_experiment(project, archive, htt
     assert judge.info.status == "FINISHED" and "test_accuracy" in judge.data.metrics
     # precision: float32 (the default) stays float32; `auto` would say what it became here
     assert train.data.tags["precision_resolved"] == judge.data.tags["precision_resolved"] == "float32"
+    # TensorFlow's oneDNN kernels (1.9x on an AVX2-only CPU) ran both: the stages load the package first
+    assert train.data.tags["onednn"] == judge.data.tags["onednn"] == "on"
     images = [a.path for a in client.list_artifacts(run_id, "images")]
     assert sum(p.endswith(".png") and "+step+0+" in p for p in images) == 1  # before training
     assert sum(p.endswith(".png") and "+step+1+" in p for p in images) == 1

@@ -160,6 +160,18 @@ def resolve_precision(precision: str) -> str:
     return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
 
 
+def machine_tags(precision: str) -> dict[str, str]:
+    """What a training run's speed and last bits depend on beyond its params: what `precision`
+    became on this machine, and whether TensorFlow runs oneDNN's kernels (`on` unless
+    TF_ENABLE_ONEDNN_OPTS=0, or TensorFlow was loaded before this package)."""
+    from tensorflow.python.util import _pywrap_util_port  # TensorFlow's own answer, as it loaded
+
+    return {
+        "precision_resolved": resolve_precision(precision),
+        "onednn": "on" if _pywrap_util_port.IsMklEnabled() else "off",
+    }
+
+
 @contextlib.contextmanager
 def dtype_policy(precision: str):
     """Build models under a Keras dtype policy, restoring the previous one afterwards."""
