@@ -32,6 +32,7 @@ def add_run(
     entropy: float = 3.0,
     failures: int = 0,
     resolved: str | None = None,
+    onednn: str | None = None,
     **params,
 ) -> str:
     """A train-gan run as the stage logs it: params, tags, FCD and timing per epoch."""
@@ -39,6 +40,8 @@ def add_run(
     tags = {"stage": "train-gan", "evaluator_digest": evaluator}
     if resolved:
         tags["precision_resolved"] = resolved
+    if onednn:
+        tags["onednn"] = onednn
     run = client.create_run(experiment, run_name=f"s{seed}/train-gan", tags=tags)
     values = {**BASE, **params, "train_gan.seed": str(seed)}
     metrics = [Metric("failures", failures, 0, 0)]
@@ -226,6 +229,25 @@ def test_precision_auto_runs_of_bf16_and_float32_machines_are_never_pooled(store
     assert bf16["best_fcd_difference"]["difference"] == pytest.approx(10)
     only_float32 = compare_cli(tmp_path, "--no-track", "--tag", "precision_resolved=float32")
     assert [g["best_fcd"]["mean"] for g in only_float32["groups"]] == [pytest.approx(21.5)]
+
+
+def test_timings_of_different_kernel_sets_are_flagged(store, tmp_path):
+    # smoothing 0.1 ran where TensorFlow's own kernels were on: its s / iteration is not comparable
+    for seed in (1, 2):
+        add_run(store, seed, [20 + seed], epoch_seconds=60, onednn="on")
+        add_run(
+            store, seed, [22 + seed], epoch_seconds=110, onednn="off", **{"train_gan.label_smoothing": "0.1"}
+        )
+    result = compare_cli(tmp_path, "--no-track")
+    assert result["onednn"] == {"on": 2, "off": 2}
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert (
+        "timings (s / iteration, time to the threshold) mix kernel sets: 2 run(s) with oneDNN on, 2 off"
+        in report
+    )
+    only_on = compare_cli(tmp_path, "--no-track", "--tag", "onednn=on")
+    assert only_on["onednn"] == {"on": 2, "off": 0}
+    assert "mix kernel sets" not in (tmp_path / "cmp" / "report.md").read_text()
 
 
 def test_explicit_precisions_are_grouped_by_the_param_alone(store, tmp_path):

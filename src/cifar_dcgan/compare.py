@@ -61,6 +61,7 @@ class Run:
     iterations_per_epoch: float
     start_time: int
     assumed: tuple[str, ...] = ()  # params tracked before they existed, counted at their classic value
+    onednn: str | None = None  # whether TensorFlow ran oneDNN's kernels (on/off; None: not tracked)
 
     @property
     def best_fcd(self) -> float:
@@ -200,6 +201,7 @@ def load_runs(client, experiment_id: str, names: Sequence[str] = (), tag: str | 
                 iterations_per_epoch=round(steps),
                 start_time=r.info.start_time,
                 assumed=tuple(sorted(assumed)),
+                onednn=r.data.tags.get("onednn"),
             )
         )
     return runs, skipped
@@ -345,6 +347,7 @@ def compare(
         "fcd_samples": runs[0].params.get("train_gan.fcd_samples"),
         "within_minutes": within / 60 if within is not None else None,
         "notes": late + notes,
+        "onednn": {kind: sum(r.onednn == kind for r in runs) for kind in ("on", "off")},
         "assumed": {"params": assumed, "runs": older} if older else None,
         "groups": entries,
     }
@@ -445,6 +448,11 @@ def markdown(result: dict, skipped: list[str]) -> str:
     if collapsed:
         lines.append(
             f"- collapsed at the last snapshot (class entropy < {COLLAPSE_BITS} bit): {', '.join(collapsed)}"
+        )
+    if all(result["onednn"].values()):  # the same maths, but not the same speed
+        lines.append(
+            f"- timings (s / iteration, time to the threshold) mix kernel sets: {result['onednn']['on']} "
+            f"run(s) with oneDNN on, {result['onednn']['off']} off; compare them within one (--tag onednn=on)"
         )
     if skipped or result["notes"]:
         lines += ["", "## Left out", "", *[f"- {line}" for line in skipped + result["notes"]]]
