@@ -12,8 +12,9 @@ Eigen kernels. A second pass, run with `ONEDNN_VERBOSE=1`, lists the oneDNN impl
 of each primitive (AMX, avx512_core_bf16, avx2, a reference kernel ...); it is empty where
 TensorFlow does not use oneDNN. TensorFlow turns oneDNN on by itself only on CPUs with
 AVX-512 VNNI/BF16 or AMX; this project turns it on everywhere (`TF_ENABLE_ONEDNN_OPTS=0`
-profiles TensorFlow's own kernels instead). Op times are summed over TensorFlow's threads, so they can exceed
-the wall time; the shares are of the summed time. Prints Markdown; nothing is asserted.
+profiles TensorFlow's own kernels instead). Op times are summed over TensorFlow's threads,
+so they can exceed the wall time; the shares are of the summed time. Prints Markdown;
+nothing is asserted.
 """
 
 import argparse
