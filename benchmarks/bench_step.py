@@ -15,7 +15,14 @@ import tensorflow as tf
 from cifar_dcgan import evaluator
 from cifar_dcgan.gan import DCGAN
 from cifar_dcgan.losses import LOSSES
-from cifar_dcgan.models import adam, build_discriminator, build_generator, dtype_policy, latent_points
+from cifar_dcgan.models import (
+    adam,
+    build_discriminator,
+    build_generator,
+    dtype_policy,
+    latent_points,
+    machine_tags,
+)
 
 # per core: two 512-bit FMA pipes x 16 fp32 lanes x 2 FLOP (Zen 5 / recent Xeon); Zen 4 has half
 FP32_FLOP_PER_CYCLE = 64
@@ -131,7 +138,7 @@ def cpu_name() -> str:
     names = [line.split(":")[1].strip() for line in lines if line.startswith("model name")]
     flags = next((set(line.split(":")[1].split()) for line in lines if line.startswith("flags")), set())
     units = [u for u in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if u in flags][:2] or ["no AVX2"]
-    onednn = "off" if os.environ.get("TF_ENABLE_ONEDNN_OPTS") == "0" else "on"
+    onednn = machine_tags("float32")["onednn"]  # TensorFlow's own answer, as the runs are tagged
     return f"{names[0] if names else platform.machine()} ({', '.join(units)}; oneDNN {onednn})"
 
 
