@@ -13,8 +13,14 @@ of each primitive (AMX, avx512_core_bf16, avx2, a reference kernel ...); it is e
 TensorFlow does not use oneDNN. TensorFlow turns oneDNN on by itself only on CPUs with
 AVX-512 VNNI/BF16 or AMX; this project turns it on everywhere (`TF_ENABLE_ONEDNN_OPTS=0`
 profiles TensorFlow's own kernels instead). Op times are summed over TensorFlow's threads,
-so they can exceed the wall time; the shares are of the summed time. Prints Markdown;
-nothing is asserted.
+so they can exceed the wall time; the shares are of the summed time.
+
+With bf16 among the precisions, a third table says how each kind of bf16 kernel sums: its
+relative error against float64 on the same bf16 inputs, over the error of rounding the
+exact result to bf16 (what a kernel that sums in float32, as oneDNN's bf16 kernels do,
+cannot avoid). About 1x: float32 sums; many times more: the kernel sums in bf16, so
+`mixed_bfloat16` on that machine is not the bf16 that bf16 hardware computes. Prints
+Markdown; nothing is asserted.
 """
 
 import argparse
@@ -126,6 +132,65 @@ def onednn_implementations(precision: str) -> dict[tuple[str, str, str], float]:
     return dict(found)
 
 
+def bf16_numerics(batch: int = 32) -> dict[str, tuple[float, float]]:
+    """kind -> (relative error of the bf16 kernel, relative error of the exact result rounded to
+    bf16), each against float64 on the same bf16-rounded inputs, at the default model's shapes:
+    D's second conv (32x32x64 -> 16x16x128, 3x3 stride 2), G's last conv-transpose (16x16x128
+    -> 32x32x128, 4x4 stride 2) and G's dense layer (100 -> 4x4x256; D's runs in float32),
+    as the step runs them: TensorFlow ops in a tf.function, where oneDNN's rewrites apply."""
+    import tensorflow as tf
+
+    conv = tf.compat.v1.nn
+    rng = np.random.default_rng(0)
+
+    def draw(*shape):  # float64 values that bf16 holds exactly
+        bf16 = tf.cast(rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:])), tf.bfloat16)
+        return tf.cast(bf16, tf.float64)
+
+    s2, same = [1, 2, 2, 1], "SAME"
+    ops = {  # kind: (op(a, b), a, b); the conv-transpose forward is TF's Conv2DBackpropInput
+        "conv forward": (
+            lambda x, w: tf.nn.conv2d(x, w, s2, same),
+            draw(batch, 32, 32, 64),
+            draw(3, 3, 64, 128),
+        ),
+        "conv backprop-input": (
+            lambda dy, w: conv.conv2d_backprop_input([batch, 32, 32, 64], w, dy, s2, same),
+            draw(batch, 16, 16, 128),
+            draw(3, 3, 64, 128),
+        ),
+        "conv backprop-filter": (
+            lambda x, dy: conv.conv2d_backprop_filter(x, [3, 3, 64, 128], dy, s2, same),
+            draw(batch, 32, 32, 64),
+            draw(batch, 16, 16, 128),
+        ),
+        "conv-transpose forward": (
+            lambda x, w: tf.nn.conv2d_transpose(x, w, [batch, 32, 32, 128], s2, same),
+            draw(batch, 16, 16, 128),
+            draw(4, 4, 128, 128),
+        ),
+        "conv-transpose backprop-input": (
+            lambda dy, w: tf.nn.conv2d(dy, w, s2, same),
+            draw(batch, 32, 32, 128),
+            draw(4, 4, 128, 128),
+        ),
+        "conv-transpose backprop-filter": (
+            lambda dy, x: conv.conv2d_backprop_filter(dy, [4, 4, 128, 128], x, s2, same),
+            draw(batch, 32, 32, 128),
+            draw(batch, 16, 16, 128),
+        ),
+        "dense": (tf.matmul, draw(batch * 4, 100), draw(100, 4 * 4 * 256)),
+    }
+    found = {}
+    for name, (op, a, b) in ops.items():
+        exact = tf.function(op)(a, b)
+        kernel = tf.cast(tf.function(op)(tf.cast(a, tf.bfloat16), tf.cast(b, tf.bfloat16)), tf.float64)
+        rounded = tf.cast(tf.cast(tf.cast(exact, tf.float32), tf.bfloat16), tf.float64)
+        norm = float(tf.norm(exact))
+        found[name] = (float(tf.norm(kernel - exact)) / norm, float(tf.norm(rounded - exact)) / norm)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -171,6 +236,15 @@ def main() -> None:
             print("  none: TensorFlow ran every op with its own kernels (TF_ENABLE_ONEDNN_OPTS=0)")
         for (primitive, implementation, dtype), ms in sorted(found.items(), key=lambda item: -item[1]):
             print(f"  {primitive:<16} {implementation:<32} {dtype:<6} {ms:9.1f} ms")
+    if "mixed_bfloat16" in args.precisions:
+        print(
+            "\nHow the bf16 kernels sum (relative error against float64 on the same bf16 inputs;"
+            " 1x the rounding floor: float32 sums, as bf16 hardware's)\n"
+        )
+        print("| kind | bf16 kernel's error | rounding floor | kernel / floor |")
+        print("|---|---|---|---|")
+        for category, (error, floor) in bf16_numerics().items():
+            print(f"| {category} | {error:.2e} | {floor:.2e} | {error / floor:.1f}x |")
 
 
 if __name__ == "__main__":
