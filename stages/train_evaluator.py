@@ -16,7 +16,7 @@ import numpy as np
 from cifar_dcgan import evaluator
 from cifar_dcgan.config import flatten, load_params
 from cifar_dcgan.errors import run_stage
-from cifar_dcgan.models import machine_tags
+from cifar_dcgan.models import machine_tags, precision_notice
 from cifar_dcgan.tracking import prepared_dataset, stage_run
 
 
@@ -29,6 +29,8 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params, "tracking", "train_evaluator")
     p = params["train_evaluator"]
+    if notice := precision_notice("train_evaluator.precision", p.precision):
+        print(notice, file=sys.stderr, flush=True)
     train, test = (
         (np.load(args.data / f"{split}_images.npy"), np.load(args.data / f"{split}_labels.npy"))
         for split in ("train", "test")

@@ -10,6 +10,7 @@ cluster, each with its TF_CONFIG; only the chief writes outputs and tracks.
 
 import argparse
 import contextlib
+import sys
 import tempfile
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from cifar_dcgan.config import flatten, load_params
 from cifar_dcgan.errors import run_stage
 from cifar_dcgan.evaluator import Evaluator
 from cifar_dcgan.losses import LOSSES
-from cifar_dcgan.models import machine_tags
+from cifar_dcgan.models import machine_tags, precision_notice
 from cifar_dcgan.tracking import NullTracker, prepared_dataset, stage_run
 from cifar_dcgan.training import is_chief, make_strategy, train_gan
 
@@ -36,6 +37,8 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params, "tracking", "model", "train_gan")
     model, train = params["model"], params["train_gan"]
+    if notice := precision_notice("train_gan.precision", train.precision):
+        print(notice, file=sys.stderr, flush=True)
     strategy = make_strategy(train.distribute)  # before any other TensorFlow work
     real_images = np.load(args.data / "train_images.npy", mmap_mode="r")
     judge = Evaluator.load(args.evaluator)

@@ -13,7 +13,7 @@ import tensorflow as tf
 
 from cifar_dcgan.gan import DCGAN
 from cifar_dcgan.losses import LOSSES
-from cifar_dcgan.models import adam, build_discriminator, build_generator
+from cifar_dcgan.models import adam, build_discriminator, build_generator, precision_notice
 from cifar_dcgan.tracking import MlflowTracker, NullTracker
 from cifar_dcgan.training import train_gan
 from conftest import REPO, SMALL_MODEL, synthetic_images, tiny_training
@@ -175,6 +175,16 @@ def test_mixed_precision_trains_with_float32_outputs(tmp_path, make_params, prec
     losses = np.loadtxt(tmp_path / "rep" / "losses.csv", delimiter=",", skiprows=1)
     assert np.all(np.isfinite(losses)) and losses.shape == (4, 4)
     assert keras.config.dtype_policy().name == "float32"  # the policy does not leak
+
+
+def test_bf16_asked_of_a_cpu_without_bf16_units_is_named_with_what_to_set_instead():
+    avx2, amx = "flags : fpu sse2 avx avx2 fma", "flags : fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile"
+    notice = precision_notice("train_gan.precision", "mixed_bfloat16", cpuinfo=avx2)
+    assert notice.startswith("warning: train_gan.precision = mixed_bfloat16")
+    assert "no bf16 units" in notice and "Set float32" in notice
+    assert precision_notice("train_gan.precision", "mixed_bfloat16", cpuinfo=amx) is None
+    for precision in ("float32", "mixed_float16"):  # nothing emulated: nothing to say
+        assert precision_notice("train_evaluator.precision", precision, cpuinfo=avx2) is None
 
 
 def failing_run(tmp_path, make_params, policy, **changes):

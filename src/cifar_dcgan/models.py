@@ -146,6 +146,14 @@ def latent_points(rng: np.random.Generator, n: int, dim: int, distribution: str)
     return rng.standard_normal((n, dim)).astype(np.float32)
 
 
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU computes bf16 natively (AVX-512 bf16 or AMX), from /proc/cpuinfo's text."""
+    if cpuinfo is None:
+        path = Path("/proc/cpuinfo")
+        cpuinfo = path.read_text() if path.exists() else ""
+    return "avx512_bf16" in cpuinfo or "amx_bf16" in cpuinfo
+
+
 def resolve_precision(precision: str) -> str:
     """`auto` -> mixed_bfloat16 on CPUs with native bf16 and GPUs of compute capability >= 8,
     mixed_float16 on older GPUs, float32 elsewhere; other names pass through."""
@@ -155,9 +163,23 @@ def resolve_precision(precision: str) -> str:
     if gpus:
         major = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))[0]
         return "mixed_bfloat16" if major >= 8 else "mixed_float16"
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = cpuinfo.read_text() if cpuinfo.exists() else ""
-    return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+    return "mixed_bfloat16" if cpu_has_bf16() else "float32"
+
+
+def precision_notice(key: str, precision: str, cpuinfo: str | None = None) -> str | None:
+    """A line for the user when `key` asks for bf16 that this machine can only emulate (no GPU,
+    a CPU without bf16 units): there TensorFlow's bf16 kernels are several times slower than
+    float32, and most of them sum in bf16 (`make profile` measures both). None otherwise."""
+    if resolve_precision(precision) != "mixed_bfloat16" or tf.config.list_physical_devices("GPU"):
+        return None
+    if cpu_has_bf16(cpuinfo):
+        return None
+    return (
+        f"warning: {key} = {precision}, but this CPU has no bf16 units (no avx512_bf16 or amx_bf16):"
+        " TensorFlow emulates bf16 here, several times slower than float32, and most of its bf16"
+        " kernels sum in bf16 (8x to 13x the error of bf16 hardware, `make profile`). Set float32,"
+        " or auto (float32 on this CPU)."
+    )
 
 
 def machine_tags(precision: str) -> dict[str, str]:
