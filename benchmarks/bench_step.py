@@ -24,8 +24,9 @@ from cifar_dcgan.models import (
     machine_tags,
 )
 
-# per core: two 512-bit FMA pipes x 16 fp32 lanes x 2 FLOP (Zen 5 / recent Xeon); Zen 4 has half
-FP32_FLOP_PER_CYCLE = 64
+# fp32 FLOP per cycle per core: two FMA pipes x lanes x 2 FLOP; 512-bit pipes with AVX-512
+# (Zen 5, recent Xeon; Zen 4 splits them, so half), 256-bit ones with AVX2 only (Zen 3)
+FP32_FLOP_PER_CYCLE = {"avx512f": 64, "avx2": 32}
 
 
 def forward_flops(model: keras.Model) -> int:
@@ -132,23 +133,28 @@ def matmul_gflops(dtype, n: int = 4096, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
+def cpuinfo(field: str) -> list[str]:
+    """The values of one /proc/cpuinfo field, a line per logical CPU."""
+    lines = open("/proc/cpuinfo").read().splitlines()
+    return [line.split(":", 1)[1].strip() for line in lines if line.split(":")[0].strip() == field]
+
+
 def cpu_name() -> str:
     """The CPU's model name, its vector units and whether TensorFlow runs oneDNN's kernels."""
-    lines = open("/proc/cpuinfo").read().splitlines()
-    names = [line.split(":")[1].strip() for line in lines if line.startswith("model name")]
-    flags = next((set(line.split(":")[1].split()) for line in lines if line.startswith("flags")), set())
+    names, flags = cpuinfo("model name"), set(next(iter(cpuinfo("flags")), "").split())
     units = [u for u in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if u in flags][:2] or ["no AVX2"]
     onednn = machine_tags("float32")["onednn"]  # TensorFlow's own answer, as the runs are tagged
     return f"{names[0] if names else platform.machine()} ({', '.join(units)}; oneDNN {onednn})"
 
 
 def theoretical_peak() -> tuple[float, str]:
-    mhz = [float(line.split(":")[1]) for line in open("/proc/cpuinfo") if line.startswith("cpu MHz")]
+    mhz, flags = [float(v) for v in cpuinfo("cpu MHz")], set(next(iter(cpuinfo("flags")), "").split())
+    per_cycle = next((n for unit, n in FP32_FLOP_PER_CYCLE.items() if unit in flags), 16)
     cores = os.cpu_count() or 1
     ghz = max(mhz) / 1000 if mhz else float("nan")
     return (
-        cores * FP32_FLOP_PER_CYCLE * ghz,
-        f"{cores} cores x {FP32_FLOP_PER_CYCLE} FLOP/cycle x {ghz:.2f} GHz nominal; boost clocks go higher",
+        cores * per_cycle * ghz,
+        f"{cores} cores x {per_cycle} FLOP/cycle x {ghz:.2f} GHz nominal; boost clocks go higher",
     )
 
 
