@@ -169,7 +169,8 @@ def resolve_precision(precision: str) -> str:
 def precision_notice(key: str, precision: str, cpuinfo: str | None = None) -> str | None:
     """A line for the user when `key` asks for bf16 that this machine can only emulate (no GPU,
     a CPU without bf16 units): there TensorFlow's bf16 kernels are several times slower than
-    float32, and most of them sum in bf16 (`make profile` measures both). None otherwise."""
+    float32, and most of them round their sums to bf16 (`make profile` measures both). None
+    otherwise."""
     if resolve_precision(precision) != "mixed_bfloat16" or tf.config.list_physical_devices("GPU"):
         return None
     if cpu_has_bf16(cpuinfo):
@@ -177,8 +178,8 @@ def precision_notice(key: str, precision: str, cpuinfo: str | None = None) -> st
     return (
         f"warning: {key} = {precision}, but this CPU has no bf16 units (no avx512_bf16 or amx_bf16):"
         " TensorFlow emulates bf16 here, several times slower than float32, and most of its bf16"
-        " kernels sum in bf16 (8x to 13x the error of bf16 hardware, `make profile`). Set float32,"
-        " or auto (float32 on this CPU)."
+        " kernels round their sums to bf16 (8x to 13x the error of bf16 hardware's, measured by"
+        " `make profile`). Set float32, or auto (float32 on this CPU)."
     )
 
 
