@@ -37,9 +37,9 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params, "tracking", "model", "train_gan")
     model, train = params["model"], params["train_gan"]
+    strategy = make_strategy(train.distribute)  # before any other TensorFlow work
     if notice := precision_notice("train_gan.precision", train.precision):
         print(notice, file=sys.stderr, flush=True)
-    strategy = make_strategy(train.distribute)  # before any other TensorFlow work
     real_images = np.load(args.data / "train_images.npy", mmap_mode="r")
     judge = Evaluator.load(args.evaluator)
     # (on a cluster, every worker resumes from this folder: keep it on shared storage)
