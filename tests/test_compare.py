@@ -2,11 +2,12 @@
 
 import json
 
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from cifar_dcgan.compare import main, plot_curves
+from cifar_dcgan.compare import detection, main, plot_curves
 from conftest import REPO
 
 BASE = {"train_gan.label_smoothing": "0.0", "train_gan.fcd_samples": "5000", "train_gan.epochs": "200"}
@@ -101,6 +102,57 @@ def test_means_intervals_and_verdicts_on_known_numbers(store, tmp_path):
     assert base["seconds_per_iteration"]["mean"] == pytest.approx(0.6)
     assert (tmp_path / "cmp" / "fcd_curves.png").stat().st_size > 10_000
     assert (tmp_path / "cmp" / "grids.png").stat().st_size > 5_000
+
+
+def shown(
+    true_difference: float, sd: tuple[float, float], seeds: tuple[int, int], sweeps: int = 4000
+) -> float:
+    """How often simulated sweeps' 95% Welch intervals exclude 0 (normal best FCDs)."""
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(true_difference, sd[0], (sweeps, seeds[0]))
+    b = rng.normal(0.0, sd[1], (sweeps, seeds[1]))
+    va, vb = a.var(axis=1, ddof=1) / seeds[0], b.var(axis=1, ddof=1) / seeds[1]
+    df = (va + vb) ** 2 / (va**2 / (seeds[0] - 1) + vb**2 / (seeds[1] - 1))
+    half = stats.t.ppf(0.975, df) * np.sqrt(va + vb)
+    return float(np.mean(np.abs(a.mean(axis=1) - b.mean(axis=1)) > half))
+
+
+def test_the_seeds_a_difference_needs_are_what_simulated_sweeps_need():
+    # two arms with sd 6 (the label-smoothing sweep's spread) and a difference of 10
+    group, baseline = [44.0, 38.0, 50.0], [34.0, 28.0, 40.0]
+    found = detection(group, baseline)
+    assert found["sd"] == pytest.approx([6.0, 6.0])
+    n = found["seeds_per_arm"]
+    assert shown(10.0, (6, 6), (n, n)) >= 0.78  # n seeds per arm show it 80% of the time
+    assert shown(10.0, (6, 6), (n - 1, n - 1)) < 0.8  # and fewer do not
+    # the difference 3 vs 3 seeds show 80% of the time: more than 10, so this one was missed
+    assert found["detectable"] > 10
+    assert shown(found["detectable"], (6, 6), (3, 3)) == pytest.approx(0.8, abs=0.03)
+    # a smaller difference takes more seeds; none, or a single seed, gives no plan
+    assert detection([38.0, 32.0, 44.0], baseline)["seeds_per_arm"] > n
+    assert detection(baseline, baseline)["seeds_per_arm"] is None
+    assert detection([30.0], baseline) is None
+
+
+def test_a_missed_difference_gets_the_seeds_it_would_need(store, tmp_path, capsys):
+    arms = {"0.0": [20, 22, 24], "0.1": [22, 26, 30], "0.2": [30, 32, 34]}
+    for smoothing, bests in arms.items():
+        for seed, best in enumerate(bests, start=1):
+            add_run(store, seed, [best], **{"train_gan.label_smoothing": smoothing})
+    result = compare_cli(tmp_path, "--no-track")
+    missed = by_label(result)["label_smoothing=0.1"]
+    assert missed["verdict"].endswith("no difference detectable with 3 vs 3 seeds")
+    plan = missed["best_fcd_detection"]
+    assert plan["seeds_per_arm"] > 3 and plan["detectable"] > 4
+    out = capsys.readouterr().out
+    assert (
+        f"with the spread these seeds measured (sd 4 and 2), 3 vs 3 seeds show a difference of "
+        f"+-{plan['detectable']:.1f} or more 80% of the time; one of +4 would take about "
+        f"{plan['seeds_per_arm']} seeds per arm"
+    ) in out
+    assert out.count("seeds per arm") == 1  # the difference that was shown needs no plan
 
 
 def test_baseline_named_on_the_command_line_and_a_threshold(store, tmp_path):

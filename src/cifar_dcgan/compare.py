@@ -12,8 +12,10 @@ the values of `params.yaml`, or the one `--baseline key=value ...` names.
 Per group: the seeds, mean and 95% t-interval of best FCD, last FCD, KID, class entropy and
 diversity, the FCD curve, seconds per iteration, and the training wall-clock and iterations
 until FCD first reaches the threshold. Against the baseline: the difference of mean best FCD
-with its 95% Welch interval and a verdict in words. With fewer than ~8 seeds per group a
-bootstrap has too few distinct resamples, so the intervals are t-intervals.
+with its 95% Welch interval and a verdict in words; when it finds no difference, what a sweep
+would need to tell one (the difference as many seeds show 80% of the time, and the seeds per
+arm the observed one would take). With fewer than ~8 seeds per group a bootstrap has too few
+distinct resamples, so the intervals are t-intervals.
 
 Writes `report.md` (also printed), `comparison.json`, `fcd_curves.png` and `grids.png` into
 `--out` (default `reports/compare`) and logs them to an MLflow run (stage `compare`).
@@ -39,6 +41,8 @@ SEED = "train_gan.seed"
 PRECISION = "train_gan.precision"
 RESOLVED = "precision_resolved"  # a tag: what `precision: auto` became on the run's machine
 QUALITY_KEYS = ("best_fcd", "last_fcd", "last_kid", "class_entropy", "diversity")
+POWER = 0.8  # a planned sweep should show a true difference of the size asked this often
+MOST_SEEDS = 100  # past this many seeds per arm a plan says "more than": not a sweep anyone runs
 COLLAPSE_BITS = 1.0  # a last snapshot whose predicted classes carry less entropy has collapsed
 ONE_PANEL = 4  # groups drawn in one FCD panel; more bands than this hide each other
 LAST = {"last_kid": "kid", "class_entropy": "class_entropy", "diversity": "diversity"}  # of a snapshot
@@ -136,6 +140,68 @@ def welch_difference(group: Sequence[float], baseline: Sequence[float], level: f
     df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = float(stats.t.ppf(0.5 + level / 2, df)) * se
     return out | {"low": out["difference"] - half, "high": out["difference"] + half, "df": float(df)}
+
+
+def _welch_sweeps(sd: tuple[float, float], seeds: tuple[int, int], level: float, sweeps: int = 20_000):
+    """Simulated sweeps of normal best FCDs with these spreads and seed counts, around no
+    difference: each one's error in the difference of means and its Welch half-width (which a
+    true difference does not change). Welch's own df is estimated, so this, not the
+    noncentral t at the true spreads, is how often its interval excludes 0 (3 vs 3 seeds:
+    70% where that says 80%). A fixed seed: the same answer every time."""
+    from scipy import stats
+
+    rng = np.random.default_rng(0)
+    a, b = sd[0] * rng.standard_normal((sweeps, seeds[0])), sd[1] * rng.standard_normal((sweeps, seeds[1]))
+    va, vb = a.var(axis=1, ddof=1) / seeds[0], b.var(axis=1, ddof=1) / seeds[1]
+    with np.errstate(invalid="ignore"):  # a spread of 0 in both: no interval, counted as not shown
+        df = (va + vb) ** 2 / (va**2 / (seeds[0] - 1) + vb**2 / (seeds[1] - 1))
+    half = stats.t.ppf(0.5 + level / 2, df) * np.sqrt(va + vb)
+    return a.mean(axis=1) - b.mean(axis=1), half
+
+
+def _shown(difference: float, errors: np.ndarray, half: np.ndarray) -> float:
+    return float(np.mean(np.abs(difference + errors) > half))
+
+
+def detection(
+    group: Sequence[float],
+    baseline: Sequence[float],
+    level: float = 0.95,
+    power: float = POWER,
+    most: int = MOST_SEEDS,
+) -> dict | None:
+    """What seeds can show, from the spread these measured: the difference that as many
+    seeds again would show `power` of the time (Welch's interval at `level` excluding 0),
+    and the seeds per arm that would show the observed difference that often (None: more
+    than `most`). A plan for the next sweep, not a result: a few seeds' spread is uncertain
+    itself. None below 2 seeds in either group."""
+    a, b = np.asarray(group, dtype=float), np.asarray(baseline, dtype=float)
+    if len(a) < 2 or len(b) < 2:
+        return None
+    sd = (float(a.std(ddof=1)), float(b.std(ddof=1)))
+    out = {"power": power, "sd": list(sd), "detectable": 0.0, "seeds_per_arm": 2}
+    if sd == (0.0, 0.0):
+        return out
+    errors, half = _welch_sweeps(sd, (len(a), len(b)), level)
+    low, high = 0.0, float(np.quantile(np.abs(errors) + half, power))  # shown that often at `high`
+    while high - low > 1e-4 * high:  # bisect: shown more often the larger the difference
+        middle = (low + high) / 2
+        low, high = (low, middle) if _shown(middle, errors, half) >= power else (middle, high)
+    out["detectable"] = high
+    difference = abs(float(a.mean() - b.mean()))
+
+    def enough(n: int) -> bool:
+        return _shown(difference, *_welch_sweeps(sd, (n, n), level)) >= power
+
+    if difference == 0 or not enough(most):
+        out["seeds_per_arm"] = None
+        return out
+    fewest, plenty = 1, most  # not enough at `fewest` (a seed has no interval), enough at `plenty`
+    while plenty - fewest > 1:
+        middle = (fewest + plenty) // 2
+        fewest, plenty = (fewest, middle) if enough(middle) else (middle, plenty)
+    out["seeds_per_arm"] = plenty
+    return out
 
 
 def verdict(label: str, group: dict, baseline: dict, difference: dict) -> str:
@@ -334,8 +400,10 @@ def compare(
             "curve": _mean_curve(members),
         }
         if key != base_key:
-            diff = welch_difference([r.best_fcd for r in members], [r.best_fcd for r in groups[base_key]])
+            bests, base_bests = [r.best_fcd for r in members], [r.best_fcd for r in groups[base_key]]
+            diff = welch_difference(bests, base_bests)
             entry["best_fcd_difference"] = diff
+            entry["best_fcd_detection"] = detection(bests, base_bests)
             entry["verdict"] = verdict(
                 entry["short_label"], stats[key]["best_fcd"], stats[base_key]["best_fcd"], diff
             )
@@ -431,12 +499,15 @@ def markdown(result: dict, skipped: list[str]) -> str:
             f"| {_mean_ci(speed) if speed else '-'} | {reach} |"
         )
     lines += ["", "## Against the baseline", ""]
+    n0 = len(result["groups"][0]["seeds"])  # the baseline comes first
     for g in result["groups"]:
         if g["baseline"]:
             continue
         d = g["best_fcd_difference"]
         interval = f" [{_number(d['low'], True)}, {_number(d['high'], True)}]" if d["low"] is not None else ""
         lines.append(f"- {g['verdict']} (difference {_number(d['difference'], True)}{interval})")
+        if d["low"] is not None and d["low"] <= 0 <= d["high"] and g["best_fcd_detection"]:
+            lines.append(f"  - {_detection_line(g['best_fcd_detection'], d, len(g['seeds']), n0)}")
     if len(result["groups"]) == 1:
         lines.append("- only one group: nothing to compare with")
     single = [g["label"] for g in result["groups"] if len(g["seeds"]) < 2]
@@ -457,6 +528,24 @@ def markdown(result: dict, skipped: list[str]) -> str:
     if skipped or result["notes"]:
         lines += ["", "## Left out", "", *[f"- {line}" for line in skipped + result["notes"]]]
     return "\n".join(lines) + "\n"
+
+
+def _detection_line(found: dict, difference: dict, n: int, n0: int) -> str:
+    """What a sweep would need to tell the difference, in words."""
+    sd = " and ".join(_number(s) for s in found["sd"])
+    share = f"{found['power']:.0%} of the time"
+    head = (
+        f"with the spread these seeds measured (sd {sd}), {n} vs {n0} seeds show a difference of "
+        f"+-{_number(found['detectable'])} or more {share}"
+    )
+    observed = _number(difference["difference"], True)
+    if found["seeds_per_arm"] is None:
+        return f"{head}; one of {observed} would take more than {MOST_SEEDS} seeds per arm"
+    return (
+        f"{head}; one of {observed} would take about {found['seeds_per_arm']} seeds per arm (choose the "
+        "count before the sweep: adding seeds until the interval excludes 0 finds differences that are "
+        "not there)"
+    )
 
 
 def plot_curves(result: dict, path: Path) -> list[list[str]]:
