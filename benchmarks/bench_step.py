@@ -13,16 +13,8 @@ import numpy as np
 import tensorflow as tf
 
 from cifar_dcgan import evaluator
-from cifar_dcgan.gan import DCGAN
-from cifar_dcgan.losses import LOSSES
-from cifar_dcgan.models import (
-    adam,
-    build_discriminator,
-    build_generator,
-    dtype_policy,
-    latent_points,
-    machine_tags,
-)
+from cifar_dcgan.models import adam, build_discriminator, build_generator, latent_points, machine_tags
+from cifar_dcgan.training import build_gan, real_index_batches
 
 # fp32 FLOP per cycle per core: two FMA pipes x lanes x 2 FLOP; 512-bit pipes with AVX-512
 # (Zen 5, recent Xeon; Zen 4 splits them, so half), 256-bit ones with AVX2 only (Zen 3)
@@ -81,16 +73,12 @@ def classic_loop(model_params, latent_dim: int, images: np.ndarray, batch: int, 
 
 
 def project_step(model_params, train_params, images: np.ndarray, precision: str):
-    """This project's step, as `fit()` calls it; returns (one-iteration function, tracing seconds)."""
+    """This project's step, built as train-gan builds it (optimizers included, so the first
+    call traces once) and called as `fit()` calls it; returns (one-iteration function,
+    first-call seconds, D, G)."""
     params = dataclasses.replace(train_params, precision=precision)
-    keras.utils.set_random_seed(params.seed)
-    with dtype_policy(precision):
-        d = build_discriminator(model_params, params.seed, LOSSES[params.loss].activation)
-        g = build_generator(model_params, params.latent_dim, params.seed)
-    gan = DCGAN(d, g, tf.constant(images), params, steps_per_epoch=len(images) // params.batch_size)
-    gan.compile(adam(2e-4, 0.5, precision), adam(2e-4, 0.5, precision))
-    from cifar_dcgan.training import real_index_batches
-
+    steps = len(images) // params.batch_size
+    gan = build_gan(model_params, params, images, steps, tf.distribute.get_strategy())
     iterator = iter(
         real_index_batches(len(images), params.batch_size // 2, "random", params.seed, params.d_steps)
     )
@@ -103,7 +91,7 @@ def project_step(model_params, train_params, images: np.ndarray, precision: str)
 
     start = time.perf_counter()
     iteration()
-    return iteration, time.perf_counter() - start, d, g
+    return iteration, time.perf_counter() - start, gan.discriminator, gan.generator
 
 
 def interleaved(variants: dict, rounds: int, iterations: int, between=None) -> dict[str, list[float]]:
