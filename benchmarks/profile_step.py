@@ -12,8 +12,10 @@ Eigen kernels. A second pass, run with `ONEDNN_VERBOSE=1`, lists the oneDNN impl
 of each primitive (AMX, avx512_core_bf16, avx2, a reference kernel ...); it is empty where
 TensorFlow does not use oneDNN. TensorFlow turns oneDNN on by itself only on CPUs with
 AVX-512 VNNI/BF16 or AMX; this project turns it on everywhere (`TF_ENABLE_ONEDNN_OPTS=0`
-profiles TensorFlow's own kernels instead). Op times are summed over TensorFlow's threads,
-so they can exceed the wall time; the shares are of the summed time.
+profiles TensorFlow's own kernels instead). Ops run one at a time, as `train-gan` runs them:
+two at once would each be timed with the other's work on the same cores (a layout conversion
+that takes 0.4 ms alone was timed at 51 ms beside a convolution), and the op times add up
+to about the wall time; the shares are of their sum.
 
 With bf16 among the precisions, a third table says how each kind of bf16 kernel sums: its
 relative error against float64 on the same bf16 inputs, over the error of rounding the
@@ -202,6 +204,10 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_step import cpu_name, project_step
 
+    from cifar_dcgan.training import make_strategy
+
+    make_strategy("none")  # one op at a time, as train-gan runs them: an op's time is then its own
+
     if args.verbose_iteration:  # the ONEDNN_VERBOSE pass: warm up, then one marked iteration
         from cifar_dcgan.config import load_params
 
@@ -214,7 +220,7 @@ def main() -> None:
         return
 
     results = {p: profile(p, args.iterations) for p in args.precisions}
-    print(f"\n{cpu_name()}, {os.cpu_count()} cores; ms per iteration, op times summed over threads\n")
+    print(f"\n{cpu_name()}, {os.cpu_count()} cores; ms per iteration, one op at a time\n")
     print("| kind | " + " | ".join(f"{p} ms | share | kernel" for p in args.precisions) + " |")
     print("|---|" + "---|---|---|" * len(args.precisions))
     for category in KINDS:
