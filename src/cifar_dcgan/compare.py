@@ -127,19 +127,24 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> dict:
 
 def welch_difference(group: Sequence[float], baseline: Sequence[float], level: float = 0.95) -> dict:
     """Difference of means (group - baseline) with its Welch t-interval (None below 2 each)."""
-    from scipy import stats
-
     a, b = np.asarray(group, dtype=float), np.asarray(baseline, dtype=float)
     out = {"difference": float(a.mean() - b.mean()), "low": None, "high": None, "df": None}
     if len(a) < 2 or len(b) < 2:
         return out
     va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:
+    if va + vb == 0:
         return out | {"low": out["difference"], "high": out["difference"], "df": float("inf")}
-    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
-    half = float(stats.t.ppf(0.5 + level / 2, df)) * se
-    return out | {"low": out["difference"] - half, "high": out["difference"] + half, "df": float(df)}
+    df, half = (float(x) for x in _welch(va, vb, (len(a), len(b)), level))
+    return out | {"low": out["difference"] - half, "high": out["difference"] + half, "df": df}
+
+
+def _welch(va, vb, seeds: tuple[int, int], level: float):
+    """Welch's degrees of freedom and interval half-width from each group's variance of the
+    mean (numbers or arrays of them)."""
+    from scipy import stats
+
+    df = (va + vb) ** 2 / (va**2 / (seeds[0] - 1) + vb**2 / (seeds[1] - 1))
+    return df, stats.t.ppf(0.5 + level / 2, df) * np.sqrt(va + vb)
 
 
 def _welch_sweeps(sd: tuple[float, float], seeds: tuple[int, int], level: float, sweeps: int = 20_000):
@@ -148,14 +153,10 @@ def _welch_sweeps(sd: tuple[float, float], seeds: tuple[int, int], level: float,
     true difference does not change). Welch's own df is estimated, so this, not the
     noncentral t at the true spreads, is how often its interval excludes 0 (3 vs 3 seeds:
     70% where that says 80%). A fixed seed: the same answer every time."""
-    from scipy import stats
-
     rng = np.random.default_rng(0)
     a, b = sd[0] * rng.standard_normal((sweeps, seeds[0])), sd[1] * rng.standard_normal((sweeps, seeds[1]))
     va, vb = a.var(axis=1, ddof=1) / seeds[0], b.var(axis=1, ddof=1) / seeds[1]
-    with np.errstate(invalid="ignore"):  # a spread of 0 in both: no interval, counted as not shown
-        df = (va + vb) ** 2 / (va**2 / (seeds[0] - 1) + vb**2 / (seeds[1] - 1))
-    half = stats.t.ppf(0.5 + level / 2, df) * np.sqrt(va + vb)
+    _, half = _welch(va, vb, seeds, level)
     return a.mean(axis=1) - b.mean(axis=1), half
 
 
