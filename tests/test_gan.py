@@ -13,7 +13,15 @@ import tensorflow as tf
 
 from cifar_dcgan.gan import DCGAN
 from cifar_dcgan.losses import LOSSES
-from cifar_dcgan.models import adam, build_discriminator, build_generator, precision_notice
+from cifar_dcgan.models import (
+    adam,
+    build_discriminator,
+    build_generator,
+    dtype_policy,
+    load_model,
+    native_bf16,
+    precision_notice,
+)
 from cifar_dcgan.tracking import MlflowTracker, NullTracker
 from cifar_dcgan.training import train_gan
 from conftest import REPO, SMALL_MODEL, synthetic_images, tiny_training
@@ -180,11 +188,73 @@ def test_mixed_precision_trains_with_float32_outputs(tmp_path, make_params, prec
 def test_bf16_asked_of_a_cpu_without_bf16_units_is_named_with_what_to_set_instead():
     avx2, amx = "flags : fpu sse2 avx avx2 fma", "flags : fpu avx2 avx512f avx512_bf16 amx_bf16 amx_tile"
     notice = precision_notice("train_gan.precision", "mixed_bfloat16", cpuinfo=avx2)
-    assert notice.startswith("warning: train_gan.precision = mixed_bfloat16")
-    assert "no bf16 units" in notice and "Set float32" in notice
-    assert precision_notice("train_gan.precision", "mixed_bfloat16", cpuinfo=amx) is None
+    assert notice.startswith("note: train_gan.precision = mixed_bfloat16")
+    assert "no bf16 kernels" in notice and "sum their bf16 operands in float32" in notice
+    assert "set float32, or auto (float32 here)" in notice
+    if native_bf16(amx):  # oneDNN on: TensorFlow runs bf16 hardware's kernels there
+        assert precision_notice("train_gan.precision", "mixed_bfloat16", cpuinfo=amx) is None
     for precision in ("float32", "mixed_float16"):  # nothing emulated: nothing to say
         assert precision_notice("train_evaluator.precision", precision, cpuinfo=avx2) is None
+
+
+def _error_over_bf16_rounding(found: tf.Tensor, exact: tf.Tensor) -> float:
+    """How far a bf16 result is from the exact one, over the error of rounding the exact one
+    to bf16 (no bf16 result can do better): 1 for float32 sums, 8-13 for sums in bf16."""
+    rounded = tf.cast(tf.cast(exact, tf.bfloat16), tf.float64)
+    exact = tf.cast(exact, tf.float64)
+    return float(tf.norm(tf.cast(found, tf.float64) - exact) / tf.norm(rounded - exact))
+
+
+@pytest.mark.parametrize("which", ["generator's dense", "generator's conv-transpose", "discriminator's conv"])
+def test_bf16_layers_sum_in_float32_as_bf16_hardware_does(make_params, which):
+    # the default model's layers under mixed_bfloat16: output, input gradient and kernel gradient
+    # against float64 on the same bf16 values; TensorFlow's own bf16 kernels (CPUs without bf16
+    # units) lose 2x (dense) to 13x (conv-transpose filter gradient) more than the rounding
+    model = make_params("model")
+    with dtype_policy("mixed_bfloat16"):
+        g, d = build_generator(model, 100, seed=1), build_discriminator(model, seed=1)
+    layer, shape = {
+        "generator's dense": (g.layers[1], (16, 100)),
+        "generator's conv-transpose": (g.layers[-3], (16, 16, 16, 128)),
+        "discriminator's conv": (d.layers[3], (16, 32, 32, 64)),
+    }[which]
+    assert layer.compute_dtype == "bfloat16" and layer.kernel.dtype == "float32"
+    rng = np.random.default_rng(0)
+    x = tf.cast(rng.standard_normal(shape), tf.bfloat16)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = layer(x)
+        upstream = tf.cast(rng.standard_normal(y.shape), tf.bfloat16)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.cast(upstream, tf.float32))
+    dx, dkernel = tape.gradient(loss, [x, layer.kernel])
+    assert y.dtype == dx.dtype == tf.bfloat16
+
+    x64 = tf.cast(x, tf.float64)  # the same bf16 values, exact in float64
+    kernel64 = tf.Variable(tf.cast(tf.cast(layer.kernel.value, tf.bfloat16), tf.float64))
+    with tf.GradientTape() as tape:
+        tape.watch(x64)
+        if which == "generator's conv-transpose":
+            y64 = tf.nn.conv2d_transpose(x64, kernel64, (16, 32, 32, 128), 2, "SAME")
+        elif which == "discriminator's conv":
+            y64 = tf.nn.conv2d(x64, kernel64, 2, "SAME")
+        else:
+            y64 = tf.matmul(x64, kernel64)  # the biases are 0 at initialisation
+        loss64 = tf.reduce_sum(y64 * tf.cast(upstream, tf.float64))
+    dx64, dkernel64 = tape.gradient(loss64, [x64, kernel64])
+
+    assert _error_over_bf16_rounding(y, y64) < 1.5
+    assert _error_over_bf16_rounding(dx, dx64) < 1.5
+    assert _error_over_bf16_rounding(dkernel, dkernel64) < 1.5
+
+
+def test_a_saved_bf16_generator_loads_summing_as_it_trained(tmp_path, make_params):
+    with dtype_policy("mixed_bfloat16"):
+        generator = build_generator(make_params("model"), 100, seed=1)
+    generator.save(tmp_path / "g.keras")
+    loaded = load_model(tmp_path / "g.keras")
+    latents = np.random.default_rng(0).standard_normal((16, 100)).astype(np.float32)
+    assert loaded.layers[-3].compute_dtype == "bfloat16"  # still a bf16 model
+    np.testing.assert_array_equal(loaded(latents).numpy(), generator(latents).numpy())
 
 
 def failing_run(tmp_path, make_params, policy, **changes):

@@ -21,7 +21,7 @@ import numpy as np
 from cifar_dcgan import checkpoint as checkpoint_lib
 from cifar_dcgan.evaluator import QUALITY, Evaluator
 from cifar_dcgan.images import save_grid
-from cifar_dcgan.models import latent_points
+from cifar_dcgan.models import latent_points, load_model
 from cifar_dcgan.tracking import Tracker
 from cifar_dcgan.training_state import TrainingState
 
@@ -188,7 +188,7 @@ class Snapshots(keras.callbacks.Callback):
     def redraw(self) -> None:
         """After a resume: the grids and CSV of the snapshots saved before the interruption."""
         for row in self.state.rows:
-            generator = keras.models.load_model(self.snapshots_dir / f"epoch_{row['epoch']:03d}.keras")
+            generator = load_model(self.snapshots_dir / f"epoch_{row['epoch']:03d}.keras")
             save_grid(
                 generator(self.probe, training=False).numpy(),
                 self.grids_dir / f"epoch_{row['epoch']:03d}.png",

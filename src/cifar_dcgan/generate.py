@@ -52,7 +52,7 @@ def load_generator(uri: str, allow_unsafe: bool = False):
     """A Keras generator from a `.keras` file or an MLflow `models:/name@alias` URI (only the
     native `.keras` file this project registers, checked against its sha256 tag). Keras' safe
     mode refuses files whose layers carry Python code (Lambda) unless `allow_unsafe`."""
-    import keras
+    from cifar_dcgan.models import load_model  # TensorFlow loads here
 
     if uri.startswith(("models:/", "runs:/")):
         from cifar_dcgan.registry import load_generator as load_registered
@@ -65,7 +65,7 @@ def load_generator(uri: str, allow_unsafe: bool = False):
             f"model file not found: {path}; run `make repro` (or `dvc repro select-generator`) first"
         )
     try:
-        return keras.models.load_model(path, safe_mode=not allow_unsafe)
+        return load_model(path, safe_mode=not allow_unsafe)
     except ValueError as error:
         if "safe_mode" not in str(error):
             raise PipelineError(f"cannot load {path}: {str(error).splitlines()[0]}") from None

@@ -8,6 +8,7 @@ Defaults reproduce the classic Keras DCGAN for CIFAR-10:
 """
 
 import contextlib
+import functools
 from pathlib import Path
 
 import keras
@@ -103,7 +104,7 @@ def build_discriminator(params: ModelParams, seed: int, activation: str | None =
         ),
         dtype="float32",
     )(x)  # (B, 1)
-    return keras.Model(inputs, outputs, name="discriminator")
+    return bf16_sums_in_float32(keras.Model(inputs, outputs, name="discriminator"))
 
 
 def build_generator(params: ModelParams, latent_dim: int, seed: int) -> keras.Model:
@@ -135,7 +136,7 @@ def build_generator(params: ModelParams, latent_dim: int, seed: int) -> keras.Mo
         dtype="float32",
         kernel_initializer=init(len(params.g_filters) + 1),
     )(x)  # (B, 32, 32, 3)
-    return keras.Model(inputs, outputs, name="generator")
+    return bf16_sums_in_float32(keras.Model(inputs, outputs, name="generator"))
 
 
 def latent_points(rng: np.random.Generator, n: int, dim: int, distribution: str) -> np.ndarray:
@@ -166,20 +167,86 @@ def resolve_precision(precision: str) -> str:
     return "mixed_bfloat16" if cpu_has_bf16() else "float32"
 
 
+def native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether TensorFlow has bf16 kernels of bf16 hardware here: a GPU, or a CPU with AVX-512
+    bf16 or AMX and oneDNN's kernels on (elsewhere TensorFlow's own bf16 kernels run)."""
+    from tensorflow.python.util import _pywrap_util_port  # TensorFlow's own answer, as it loaded
+
+    if tf.config.list_physical_devices("GPU"):
+        return True
+    return cpu_has_bf16(cpuinfo) and _pywrap_util_port.IsMklEnabled()
+
+
+def bf16_sums_in_float32(model: keras.Model) -> keras.Model:
+    """`model` with its bf16 convolutions, conv-transposes and dense layers summing as bf16
+    hardware does, where TensorFlow has no such kernels (`native_bf16`): each multiplies its
+    bf16 operands and sums them in float32, with the float32 kernels, and rounds the result
+    to bf16 (oneDNN's bf16 kernels: bf16 in, float32 sums, bf16 out). TensorFlow's own bf16
+    kernels are several times slower and most round their sums to bf16 along the way. Layers
+    are changed in place (the class, config and saved file stay Keras' own); elsewhere, and
+    for float32 layers, `model` is returned as it is."""
+    if native_bf16():
+        return model
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)  # the layer inside SpectralNormalization
+        if inner.compute_dtype != "bfloat16":
+            continue
+        if isinstance(inner, layers.Conv2DTranspose):
+            inner.call = functools.partial(_conv_transpose_summed_in_float32, inner)
+        elif isinstance(inner, layers.Conv2D):
+            inner.convolution_op = _summed_in_float32(inner.convolution_op)
+        elif isinstance(inner, layers.Dense):  # its matmul and bias follow float32 inputs
+            inner.call = _summed_in_float32(inner.call)
+    return model
+
+
+def _summed_in_float32(op):
+    """`op` on float32 copies of its bf16 tensors (exact), its result rounded to bf16; the
+    gradients flow back through the same casts, so they are rounded to bf16 too."""
+
+    def summed(*args, **kwargs):
+        exact = [tf.cast(a, tf.float32) if tf.is_tensor(a) and a.dtype == tf.bfloat16 else a for a in args]
+        return tf.cast(op(*exact, **kwargs), tf.bfloat16)
+
+    return summed
+
+
+def _conv_transpose_summed_in_float32(layer: layers.Conv2DTranspose, inputs):
+    """Conv2DTranspose.call with the transposed convolution summed in float32 (Keras passes
+    its kernel to no method of its own, unlike Conv2D's `convolution_op`)."""
+    outputs = _summed_in_float32(keras.ops.conv_transpose)(
+        inputs,
+        layer.kernel.value,  # bf16: in its call a layer reads its float32 weights cast to bf16
+        strides=list(layer.strides),
+        padding=layer.padding,
+        output_padding=layer.output_padding,
+        dilation_rate=layer.dilation_rate,
+        data_format=layer.data_format,
+    )
+    if layer.use_bias:
+        last = layer.data_format == "channels_last"
+        shape = (1,) * (layer.rank + 1) + (layer.filters,) if last else (1, layer.filters) + (1,) * layer.rank
+        outputs = keras.ops.add(outputs, keras.ops.reshape(layer.bias, shape))
+    return layer.activation(outputs) if layer.activation is not None else outputs
+
+
+def load_model(path: Path, safe_mode: bool = True) -> keras.Model:
+    """A saved model as `keras.models.load_model` gives it, bf16 summed as the training did
+    (`bf16_sums_in_float32`)."""
+    return bf16_sums_in_float32(keras.models.load_model(path, safe_mode=safe_mode))
+
+
 def precision_notice(key: str, precision: str, cpuinfo: str | None = None) -> str | None:
-    """A line for the user when `key` asks for bf16 that this machine can only emulate (no GPU,
-    a CPU without bf16 units): there TensorFlow's bf16 kernels are several times slower than
-    float32, and most of them round their sums to bf16 (`make profile` measures both). None
-    otherwise."""
-    if resolve_precision(precision) != "mixed_bfloat16" or tf.config.list_physical_devices("GPU"):
-        return None
-    if cpu_has_bf16(cpuinfo):
+    """A line for the user when `key` asks for bf16 that this machine has no kernels for (no
+    GPU, a CPU without bf16 units): there bf16 is summed in float32 and costs more than float32
+    (`bf16_sums_in_float32`). None otherwise."""
+    if resolve_precision(precision) != "mixed_bfloat16" or native_bf16(cpuinfo):
         return None
     return (
-        f"warning: {key} = {precision}, but this CPU has no bf16 units (no avx512_bf16 or amx_bf16):"
-        " TensorFlow emulates bf16 here, several times slower than float32, and most of its bf16"
-        " kernels round their sums to bf16 (8x to 13x the error of bf16 hardware's, measured by"
-        " `make profile`). Set float32, or auto (float32 on this CPU)."
+        f"note: {key} = {precision}, but this machine has no bf16 kernels (no GPU; no avx512_bf16 or"
+        " amx_bf16, or oneDNN off): convolutions and dense layers sum their bf16 operands in float32"
+        " and round to bf16, as bf16 hardware does, a little slower than float32 (nothing is gained"
+        " here but runs comparable with bf16 machines). For speed set float32, or auto (float32 here)."
     )
 
 
@@ -189,10 +256,13 @@ def machine_tags(precision: str) -> dict[str, str]:
     TF_ENABLE_ONEDNN_OPTS=0, or TensorFlow was loaded before this package)."""
     from tensorflow.python.util import _pywrap_util_port  # TensorFlow's own answer, as it loaded
 
-    return {
+    tags = {
         "precision_resolved": resolve_precision(precision),
         "onednn": "on" if _pywrap_util_port.IsMklEnabled() else "off",
     }
+    if tags["precision_resolved"] == "mixed_bfloat16":  # bf16 hardware's kernels, or its sums in float32
+        tags["bf16_kernels"] = "native" if native_bf16() else "float32_sums"
+    return tags
 
 
 @contextlib.contextmanager

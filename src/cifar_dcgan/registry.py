@@ -136,8 +136,9 @@ def load_generator(uri: str, tracking: str, allow_unsafe: bool = False):
 
 
 def _open_verified(uri: str, base: str, expected: str | None, folder: Path, allow_unsafe: bool):
-    import keras
     import mlflow.artifacts
+
+    from cifar_dcgan.models import load_model  # TensorFlow loads here
 
     descriptor = Path(
         mlflow.artifacts.download_artifacts(f"{base.rstrip('/')}/MLmodel", dst_path=str(folder))
@@ -164,6 +165,6 @@ def _open_verified(uri: str, base: str, expected: str | None, folder: Path, allo
             f"{expected[:12]}...; the stored file was changed after registration"
         )
     try:
-        return keras.models.load_model(keras_file, safe_mode=not allow_unsafe)
+        return load_model(keras_file, safe_mode=not allow_unsafe)
     except ValueError as error:
         raise PipelineError(f"refusing to load {uri}: {str(error).splitlines()[0]}") from None

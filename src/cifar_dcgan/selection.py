@@ -17,7 +17,6 @@ import math
 import shutil
 from pathlib import Path
 
-import keras
 import matplotlib.image
 import numpy as np
 
@@ -25,7 +24,7 @@ from cifar_dcgan.config import SelectParams
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.evaluator import inception_fid
 from cifar_dcgan.images import plt
-from cifar_dcgan.models import latent_points
+from cifar_dcgan.models import latent_points, load_model
 
 
 def read_snapshots(snapshots_csv: Path, snapshots_dir: Path) -> list[dict]:
@@ -135,7 +134,7 @@ def true_fid(
     generator_path: Path, test_images: np.ndarray, n: int, latent_distribution: str, seed: int = 0
 ) -> tuple[float | None, str]:
     """FID with InceptionV3 of `n` images of the generator vs. `n` real test images."""
-    generator = keras.models.load_model(generator_path)
+    generator = load_model(generator_path)
     latents = latent_points(np.random.default_rng(seed), n, generator.input_shape[-1], latent_distribution)
     real = test_images[
         np.sort(np.random.default_rng(seed).choice(len(test_images), min(n, len(test_images)), replace=False))
