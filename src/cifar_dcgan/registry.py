@@ -136,9 +136,8 @@ def load_generator(uri: str, tracking: str, allow_unsafe: bool = False):
 
 
 def _open_verified(uri: str, base: str, expected: str | None, folder: Path, allow_unsafe: bool):
+    import keras
     import mlflow.artifacts
-
-    from cifar_dcgan.models import load_model  # TensorFlow loads here
 
     descriptor = Path(
         mlflow.artifacts.download_artifacts(f"{base.rstrip('/')}/MLmodel", dst_path=str(folder))
@@ -165,6 +164,6 @@ def _open_verified(uri: str, base: str, expected: str | None, folder: Path, allo
             f"{expected[:12]}...; the stored file was changed after registration"
         )
     try:
-        return load_model(keras_file, safe_mode=not allow_unsafe)
+        return keras.models.load_model(keras_file, safe_mode=not allow_unsafe)
     except ValueError as error:
         raise PipelineError(f"refusing to load {uri}: {str(error).splitlines()[0]}") from None
