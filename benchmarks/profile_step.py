@@ -20,8 +20,10 @@ to about the wall time; the shares are of their sum.
 With bf16 among the precisions, a third table says how each kind of bf16 kernel sums: its
 relative error against float64 on the same bf16 inputs, over the error of rounding the
 exact result to bf16 (what a kernel that sums in float32, as oneDNN's bf16 kernels do,
-cannot avoid). About 1x: float32 sums; many times more: the kernel sums in bf16, so
-`mixed_bfloat16` on that machine is not the bf16 that bf16 hardware computes. Prints
+cannot avoid). About 1x: float32 sums; many times more: the kernel sums in bf16. Where
+TensorFlow has no bf16 kernels of bf16 hardware (no GPU, a CPU without AVX-512 bf16 or AMX)
+the step does not run these: its bf16 convolutions, conv-transposes and dense layers sum in
+float32 instead (`cifar_dcgan.models.bf16_sums_in_float32`), and the table says so. Prints
 Markdown; nothing is asserted.
 """
 
@@ -204,6 +206,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_step import cpu_name, project_step
 
+    from cifar_dcgan.models import native_bf16
     from cifar_dcgan.training import make_strategy
 
     make_strategy("none")  # one op at a time, as train-gan runs them: an op's time is then its own
@@ -251,6 +254,12 @@ def main() -> None:
         print("|---|---|---|---|")
         for category, (error, floor) in bf16_numerics().items():
             print(f"| {category} | {error:.2e} | {floor:.2e} | {error / floor:.1f}x |")
+        if not native_bf16():
+            print(
+                "\nThis machine has no bf16 kernels of bf16 hardware: the step runs none of these. Its"
+                " bf16 convolutions, conv-transposes and dense layers sum their bf16 operands in float32"
+                " and round to bf16 (1x by construction; tests/test_gan.py measures them)."
+            )
 
 
 if __name__ == "__main__":
