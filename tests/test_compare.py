@@ -261,26 +261,26 @@ def test_runs_tracked_before_a_trick_existed_pool_with_its_classic_value(store, 
     assert "train_gan.loss=bce, train_gan.d_steps=1, train_gan.diff_augment=[])" in report
 
 
-def test_precision_auto_runs_of_bf16_and_float32_machines_are_never_pooled(store, tmp_path, capsys):
-    # seeds 1, 2 of `precision: auto` on a bf16 machine and on a float32 one: four runs, two groups
+def test_precision_auto_runs_count_as_what_it_became_never_across_machines(store, tmp_path):
+    # seeds 1, 2 of `precision: auto` on a bf16 machine and on a float32 one, and seeds 3, 4 of
+    # float32 named: the float32 machine's auto runs are float32 runs, the bf16 ones are not
     auto = {"train_gan.precision": "auto"}
     for seed in (1, 2):
         add_run(store, seed, [30 + seed], resolved="mixed_bfloat16", **auto)
         add_run(store, seed, [20 + seed], resolved="float32", **auto)
-    with pytest.raises(SystemExit) as exit_info:
-        compare_cli(tmp_path, "--no-track")
-    assert exit_info.value.code == 2
-    err = capsys.readouterr().err
-    assert "precision auto became float32 or mixed_bfloat16 on their machines" in err
-    assert "--baseline precision_resolved=float32" in err and not (tmp_path / "cmp").exists()
-    result = compare_cli(tmp_path, "--no-track", "--baseline", "precision_resolved=float32")
-    assert result["differing_params"] == ["precision_resolved"]
+    for seed in (3, 4):
+        add_run(store, seed, [20 + seed], resolved="float32", **{"train_gan.precision": "float32"})
+    result = compare_cli(tmp_path, "--no-track")
+    assert result["differing_params"] == ["train_gan.precision"]
     base, bf16 = result["groups"]
-    assert base["label"] == "precision_resolved=float32" and base["seeds"] == ["1", "2"]
-    assert bf16["label"] == "precision_resolved=mixed_bfloat16" and bf16["seeds"] == ["1", "2"]
-    assert bf16["best_fcd_difference"]["difference"] == pytest.approx(10)
+    assert base["label"] == "precision=float32" and base["baseline"]
+    assert base["seeds"] == ["1", "2", "3", "4"] and bf16["seeds"] == ["1", "2"]
+    assert bf16["label"] == "precision=mixed_bfloat16"
+    assert bf16["best_fcd_difference"]["difference"] == pytest.approx(31.5 - 22.5)
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert "4 run(s) of precision auto count as the precision it became on their machine" in report
     only_float32 = compare_cli(tmp_path, "--no-track", "--tag", "precision_resolved=float32")
-    assert [g["best_fcd"]["mean"] for g in only_float32["groups"]] == [pytest.approx(21.5)]
+    assert [g["best_fcd"]["mean"] for g in only_float32["groups"]] == [pytest.approx(22.5)]
 
 
 def test_timings_of_different_kernel_sets_are_flagged(store, tmp_path):

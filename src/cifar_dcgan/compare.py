@@ -66,6 +66,7 @@ class Run:
     start_time: int
     assumed: tuple[str, ...] = ()  # params tracked before they existed, counted at their classic value
     onednn: str | None = None  # whether TensorFlow ran oneDNN's kernels (on/off; None: not tracked)
+    auto: bool = False  # ran `precision: auto`: its precision param is what that became on its machine
 
     @property
     def best_fcd(self) -> float:
@@ -252,8 +253,9 @@ def load_runs(client, experiment_id: str, names: Sequence[str] = (), tag: str | 
         steps = latest.get("epoch_seconds", 0) / per_iteration if per_iteration else 0.0
         assumed = {k: str(v) for k, v in BEFORE_ADDED.items() if k not in r.data.params}
         params = {**assumed, **r.data.params}
-        precision = params.get(PRECISION, "float32")
-        params[RESOLVED] = r.data.tags.get(RESOLVED, precision if precision != "auto" else "unknown")
+        auto = params.get(PRECISION) == "auto"
+        if auto:  # the same training as the precision it became, named: bf16 here, float32 there
+            params[PRECISION] = r.data.tags.get(RESOLVED, "auto (untagged)")
         runs.append(
             Run(
                 run_id=r.info.run_id,
@@ -269,6 +271,7 @@ def load_runs(client, experiment_id: str, names: Sequence[str] = (), tag: str | 
                 start_time=r.info.start_time,
                 assumed=tuple(sorted(assumed)),
                 onednn=r.data.tags.get("onednn"),
+                auto=auto,
             )
         )
     return runs, skipped
@@ -277,12 +280,11 @@ def load_runs(client, experiment_id: str, names: Sequence[str] = (), tag: str | 
 def group_runs(runs: list[Run]) -> tuple[list[str], dict[tuple, list[Run]], list[str]]:
     """(the params that differ, seed aside; groups keyed by their values; lines about
     replicates dropped). Of two runs with the same params and seed only the newest counts:
-    on one machine they are the same training, not two seeds. Runs of `precision: auto` that
-    became bf16 on one machine and float32 on another are two groups, not replicates."""
+    on one machine they are the same training, not two seeds. Runs of `precision: auto` count
+    as the precision it became on their machine (`load_runs`): bf16 ones pool with bf16 runs,
+    float32 ones with float32 runs, never with each other."""
     keys = sorted({k for r in runs for k in r.params} - {SEED})
     differing = [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
-    if all(r.params.get(PRECISION) != "auto" for r in runs) and RESOLVED in differing:
-        differing.remove(RESOLVED)  # the same as train_gan.precision: no need to say it twice
     groups: dict[tuple, dict[str, Run]] = {}
     notes = []
     for r in sorted(runs, key=lambda r: r.start_time):
@@ -318,13 +320,6 @@ def check_comparable(runs: list[Run]) -> None:
 
 def pick_baseline(differing: list[str], groups: dict, baseline: dict[str, str]) -> tuple:
     """The group whose differing params equal `baseline` (a key's value as MLflow logged it)."""
-    if RESOLVED in differing and RESOLVED not in baseline:
-        values = sorted({key[differing.index(RESOLVED)] for key in groups})
-        raise PipelineError(
-            f"the runs' precision auto became {' or '.join(values)} on their machines, and those runs are "
-            f"not replicates of each other. Name the baseline with --baseline {RESOLVED}={values[0]} (and "
-            f"any other KEY=VALUE), or compare one kind: --tag {RESOLVED}={values[0]}"
-        )
     unknown = sorted(set(baseline) - set(differing))
     if unknown and not set(baseline) & set(differing):
         raise PipelineError(
@@ -418,6 +413,7 @@ def compare(
         "notes": late + notes,
         "onednn": {kind: sum(r.onednn == kind for r in runs) for kind in ("on", "off")},
         "assumed": {"params": assumed, "runs": older} if older else None,
+        "auto_precision": sorted(r.name for r in runs if r.auto),
         "groups": entries,
     }
 
@@ -483,6 +479,13 @@ def markdown(result: dict, skipped: list[str]) -> str:
         lines[2:2] = [
             f"{len(older)} run(s) were tracked before {', '.join(values)} existed and count at the values "
             f"that do what they did ({pairs}): {', '.join(older)}.",
+            "",
+        ]
+    if result["auto_precision"]:
+        auto = result["auto_precision"]
+        lines[2:2] = [
+            f"{len(auto)} run(s) of precision auto count as the precision it became on their machine "
+            f"(their {RESOLVED} tag): {', '.join(auto)}.",
             "",
         ]
     for g in result["groups"]:
