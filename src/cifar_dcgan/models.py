@@ -156,15 +156,15 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
 
 
 def resolve_precision(precision: str) -> str:
-    """`auto` -> mixed_bfloat16 on CPUs with native bf16 and GPUs of compute capability >= 8,
-    mixed_float16 on older GPUs, float32 elsewhere; other names pass through."""
+    """`auto` -> mixed_bfloat16 on CPUs with native bf16 (and oneDNN on) and GPUs of compute
+    capability >= 8, mixed_float16 on older GPUs, float32 elsewhere; other names pass through."""
     if precision != "auto":
         return precision
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         major = tf.config.experimental.get_device_details(gpus[0]).get("compute_capability", (0, 0))[0]
         return "mixed_bfloat16" if major >= 8 else "mixed_float16"
-    return "mixed_bfloat16" if cpu_has_bf16() else "float32"
+    return "mixed_bfloat16" if native_bf16() else "float32"  # with oneDNN off bf16 would not pay
 
 
 def native_bf16(cpuinfo: str | None = None) -> bool:
