@@ -79,7 +79,7 @@ def main() -> None:
     fp32_peak, bf16_peak = max(matmul["float32"]), max(matmul["bfloat16"])
     theory, theory_how = theoretical_peak()
     results = {
-        "machine": f"{cpu_name()}, {os.cpu_count()} cores, TF {tf.__version__}",
+        "machine": f"{cpu_name()}; TF {tf.__version__}",
         "iteration_gflop": flops / 1e9,
         "median_ms": median_ms,
         "tracing_s": tracing,

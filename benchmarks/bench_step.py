@@ -5,7 +5,6 @@ import cifar_dcgan  # noqa: F401  first: it turns TensorFlow's oneDNN kernels on
 # isort: split
 import dataclasses
 import os
-import platform
 import time
 
 import keras
@@ -128,11 +127,10 @@ def cpuinfo(field: str) -> list[str]:
 
 
 def cpu_name() -> str:
-    """The CPU's model name, its vector units and whether TensorFlow runs oneDNN's kernels."""
-    names, flags = cpuinfo("model name"), set(next(iter(cpuinfo("flags")), "").split())
-    units = [u for u in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if u in flags][:2] or ["no AVX2"]
-    onednn = machine_tags("float32")["onednn"]  # TensorFlow's own answer, as the runs are tagged
-    return f"{names[0] if names else platform.machine()} ({', '.join(units)}; oneDNN {onednn})"
+    """The machine as training runs are tagged (`cpu`: model name, vector units, cores) and
+    whether TensorFlow runs oneDNN's kernels."""
+    tags = machine_tags("float32")
+    return f"{tags['cpu']}; oneDNN {tags['onednn']}"
 
 
 def theoretical_peak() -> tuple[float, str]:

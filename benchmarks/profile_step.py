@@ -223,7 +223,7 @@ def main() -> None:
         return
 
     results = {p: profile(p, args.iterations) for p in args.precisions}
-    print(f"\n{cpu_name()}, {os.cpu_count()} cores; ms per iteration, one op at a time\n")
+    print(f"\n{cpu_name()}; ms per iteration, one op at a time\n")
     print("| kind | " + " | ".join(f"{p} ms | share | kernel" for p in args.precisions) + " |")
     print("|---|" + "---|---|---|" * len(args.precisions))
     for category in KINDS:

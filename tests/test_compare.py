@@ -34,6 +34,7 @@ def add_run(
     failures: int = 0,
     resolved: str | None = None,
     onednn: str | None = None,
+    cpu: str | None = None,
     **params,
 ) -> str:
     """A train-gan run as the stage logs it: params, tags, FCD and timing per epoch."""
@@ -43,6 +44,8 @@ def add_run(
         tags["precision_resolved"] = resolved
     if onednn:
         tags["onednn"] = onednn
+    if cpu:
+        tags["cpu"] = cpu
     run = client.create_run(experiment, run_name=f"s{seed}/train-gan", tags=tags)
     values = {**BASE, **params, "train_gan.seed": str(seed)}
     metrics = [Metric("failures", failures, 0, 0)]
@@ -291,15 +294,37 @@ def test_timings_of_different_kernel_sets_are_flagged(store, tmp_path):
             store, seed, [22 + seed], epoch_seconds=110, onednn="off", **{"train_gan.label_smoothing": "0.1"}
         )
     result = compare_cli(tmp_path, "--no-track")
-    assert result["onednn"] == {"on": 2, "off": 2}
+    assert result["machines"]["onednn"] == {"on": 2, "off": 2}
     report = (tmp_path / "cmp" / "report.md").read_text()
     assert (
-        "timings (s / iteration, time to the threshold) mix kernel sets: 2 run(s) with oneDNN on, 2 off"
-        in report
-    )
+        "timings (s / iteration, time to the threshold) mix machines or kernels: "
+        "2 run(s) with onednn=off; 2 with onednn=on; compare speed within one (--tag 'onednn=off')"
+    ) in report
     only_on = compare_cli(tmp_path, "--no-track", "--tag", "onednn=on")
-    assert only_on["onednn"] == {"on": 2, "off": 0}
-    assert "mix kernel sets" not in (tmp_path / "cmp" / "report.md").read_text()
+    assert only_on["machines"]["onednn"] == {"on": 2}
+    assert "mix machines" not in (tmp_path / "cmp" / "report.md").read_text()
+
+
+def test_timings_from_different_cpus_are_flagged_and_one_cpu_can_be_kept(store, tmp_path):
+    # a sweep run in two batches, on an AVX2-only machine and on one with AMX: the same training,
+    # 6x apart in speed; runs tracked before the cpu tag existed are no mix by themselves
+    slow, fast = "AMD EPYC (avx2), 2 cores", "Intel Xeon (amx_bf16, avx512_bf16), 2 cores"
+    add_run(store, 1, [21], epoch_seconds=700, cpu=slow)
+    add_run(store, 2, [22], epoch_seconds=110, cpu=fast)
+    add_run(store, 3, [23], epoch_seconds=120, cpu=fast)
+    add_run(store, 4, [24], epoch_seconds=120)
+    result = compare_cli(tmp_path, "--no-track")
+    assert result["machines"]["cpu"] == {slow: 1, fast: 2}
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert (
+        f"mix machines or kernels: 2 run(s) with cpu={fast}; 1 with cpu={slow}; "
+        f"compare speed within one (--tag 'cpu={fast}')"
+    ) in report
+    kept = compare_cli(tmp_path, "--no-track", "--tag", f"cpu={fast}")  # the command the line gives
+    (group,) = kept["groups"]
+    assert sorted(group["seeds"]) == ["2", "3"]
+    assert group["seconds_per_iteration"]["mean"] == pytest.approx(1.15)
+    assert "mix machines" not in (tmp_path / "cmp" / "report.md").read_text()
 
 
 def test_explicit_precisions_are_grouped_by_the_param_alone(store, tmp_path):

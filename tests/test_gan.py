@@ -17,8 +17,10 @@ from cifar_dcgan.models import (
     adam,
     build_discriminator,
     build_generator,
+    cpu_description,
     dtype_policy,
     load_model,
+    machine_tags,
     native_bf16,
     precision_notice,
 )
@@ -195,6 +197,20 @@ def test_bf16_asked_of_a_cpu_without_bf16_units_is_named_with_what_to_set_instea
         assert precision_notice("train_gan.precision", "mixed_bfloat16", cpuinfo=amx) is None
     for precision in ("float32", "mixed_float16"):  # nothing emulated: nothing to say
         assert precision_notice("train_evaluator.precision", precision, cpuinfo=avx2) is None
+
+
+def test_machines_that_run_at_different_speeds_are_named_apart():
+    # virtual machines often name only the family: the vector units tell the kinds apart
+    head = "processor : 0\nvendor_id : AuthenticAMD\nmodel name : AMD EPYC\n"
+    avx2 = cpu_description(head + "flags : fpu sse2 avx avx2 fma\n", cores=2)
+    bf16 = cpu_description(head + "flags : fpu avx2 avx512f avx512_bf16\n", cores=2)
+    assert avx2 == "AMD EPYC (avx2), 2 cores"
+    assert bf16 == "AMD EPYC (avx512_bf16, avx512f), 2 cores"
+    amx = "model name : Intel(R) Xeon(R) Platinum\nflags : avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n"
+    assert cpu_description(amx, cores=4) == "Intel(R) Xeon(R) Platinum (amx_bf16, avx512_bf16), 4 cores"
+    two_lines = head + "flags : fpu avx2\n" + head + "flags : fpu avx2\n"  # /proc/cpuinfo has one per CPU
+    assert cpu_description(two_lines, cores=8) == "AMD EPYC (avx2), 8 cores"
+    assert machine_tags("float32")["cpu"] == cpu_description()  # this machine, as its runs are tagged
 
 
 def _error_over_bf16_rounding(found: tf.Tensor, exact: tf.Tensor) -> float:

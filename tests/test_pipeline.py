@@ -103,6 +103,9 @@ def test_pipeline_gate_training_tracking_and_an_experiment(project, archive, htt
     assert train.data.tags["precision_resolved"] == judge.data.tags["precision_resolved"] == "float32"
     # TensorFlow's oneDNN kernels (1.9x on an AVX2-only CPU) ran both: the stages load the package first
     assert train.data.tags["onednn"] == judge.data.tags["onednn"] == "on"
+    # the machine, so that timings from different ones are not compared as one
+    assert train.data.tags["cpu"] == judge.data.tags["cpu"] and train.data.tags["cpu"].endswith(" cores")
+    assert train.data.tags["gpu"] == "none"
     images = [a.path for a in client.list_artifacts(run_id, "images")]
     assert sum(p.endswith(".png") and "+step+0+" in p for p in images) == 1  # before training
     assert sum(p.endswith(".png") and "+step+1+" in p for p in images) == 1

@@ -22,6 +22,7 @@ Writes `report.md` (also printed), `comparison.json`, `fcd_curves.png` and `grid
 """
 
 import argparse
+import collections
 import dataclasses
 import json
 import math
@@ -40,6 +41,7 @@ from cifar_dcgan.errors import PipelineError
 SEED = "train_gan.seed"
 PRECISION = "train_gan.precision"
 RESOLVED = "precision_resolved"  # a tag: what `precision: auto` became on the run's machine
+MACHINE = ("cpu", "gpu", "onednn", "bf16_kernels")  # tags a run's speed depends on (`machine_tags`)
 QUALITY_KEYS = ("best_fcd", "last_fcd", "last_kid", "class_entropy", "diversity")
 POWER = 0.8  # a planned sweep should show a true difference of the size asked this often
 MOST_SEEDS = 100  # past this many seeds per arm a plan says "more than": not a sweep anyone runs
@@ -65,7 +67,7 @@ class Run:
     iterations_per_epoch: float
     start_time: int
     assumed: tuple[str, ...] = ()  # params tracked before they existed, counted at their classic value
-    onednn: str | None = None  # whether TensorFlow ran oneDNN's kernels (on/off; None: not tracked)
+    machine: dict[str, str] = dataclasses.field(default_factory=dict)  # MACHINE tags it has
     auto: bool = False  # ran `precision: auto`: its precision param is what that became on its machine
 
     @property
@@ -270,7 +272,7 @@ def load_runs(client, experiment_id: str, names: Sequence[str] = (), tag: str | 
                 iterations_per_epoch=round(steps),
                 start_time=r.info.start_time,
                 assumed=tuple(sorted(assumed)),
-                onednn=r.data.tags.get("onednn"),
+                machine={key: r.data.tags[key] for key in MACHINE if key in r.data.tags},
                 auto=auto,
             )
         )
@@ -411,7 +413,10 @@ def compare(
         "fcd_samples": runs[0].params.get("train_gan.fcd_samples"),
         "within_minutes": within / 60 if within is not None else None,
         "notes": late + notes,
-        "onednn": {kind: sum(r.onednn == kind for r in runs) for kind in ("on", "off")},
+        "machines": {
+            key: dict(collections.Counter(r.machine[key] for r in runs if key in r.machine))
+            for key in MACHINE
+        },
         "assumed": {"params": assumed, "runs": older} if older else None,
         "auto_precision": sorted(r.name for r in runs if r.auto),
         "groups": entries,
@@ -524,14 +529,27 @@ def markdown(result: dict, skipped: list[str]) -> str:
         lines.append(
             f"- collapsed at the last snapshot (class entropy < {COLLAPSE_BITS} bit): {', '.join(collapsed)}"
         )
-    if all(result["onednn"].values()):  # the same maths, but not the same speed
-        lines.append(
-            f"- timings (s / iteration, time to the threshold) mix kernel sets: {result['onednn']['on']} "
-            f"run(s) with oneDNN on, {result['onednn']['off']} off; compare them within one (--tag onednn=on)"
-        )
+    lines += _machine_lines(result["machines"])
     if skipped or result["notes"]:
         lines += ["", "## Left out", "", *[f"- {line}" for line in skipped + result["notes"]]]
     return "\n".join(lines) + "\n"
+
+
+def _machine_lines(machines: dict[str, dict[str, int]]) -> list[str]:
+    """A line for each machine tag whose runs differ: their timings (s / iteration, time to the
+    threshold) are not comparable, whatever their image quality is."""
+    lines = []
+    for key, counts in machines.items():
+        if len(counts) < 2:
+            continue
+        (most, n), *others = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))  # most runs first
+        rest = [f"{m} with {key}={value}" for value, m in others]
+        mix = "; ".join([f"{n} run(s) with {key}={most}", *rest])
+        lines.append(
+            f"- timings (s / iteration, time to the threshold) mix machines or kernels: {mix}; "
+            f"compare speed within one (--tag '{key}={most}')"
+        )
+    return lines
 
 
 def _detection_line(found: dict, difference: dict, n: int, n0: int) -> str:

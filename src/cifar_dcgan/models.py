@@ -7,8 +7,11 @@ Defaults reproduce the classic Keras DCGAN for CIFAR-10:
   LeakyReLU, Conv2D 3 3x3 tanh.
 """
 
+import collections
 import contextlib
 import functools
+import os
+import platform
 from pathlib import Path
 
 import keras
@@ -147,12 +150,43 @@ def latent_points(rng: np.random.Generator, n: int, dim: int, distribution: str)
     return rng.standard_normal((n, dim)).astype(np.float32)
 
 
-def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
-    """Whether the CPU computes bf16 natively (AVX-512 bf16 or AMX), from /proc/cpuinfo's text."""
+def _cpuinfo(cpuinfo: str | None) -> str:
     if cpuinfo is None:
         path = Path("/proc/cpuinfo")
         cpuinfo = path.read_text() if path.exists() else ""
+    return cpuinfo
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU computes bf16 natively (AVX-512 bf16 or AMX), from /proc/cpuinfo's text."""
+    cpuinfo = _cpuinfo(cpuinfo)
     return "avx512_bf16" in cpuinfo or "amx_bf16" in cpuinfo
+
+
+def cpu_description(cpuinfo: str | None = None, cores: int | None = None) -> str:
+    """The CPU as a training's speed depends on it: its model name, its widest vector units and
+    the cores this process may use, e.g. `AMD EPYC (avx2), 2 cores`. Virtual machines often
+    name only the family, so the units tell an AVX2-only EPYC from one with AVX-512 bf16."""
+    fields = [line.split(":", 1) for line in _cpuinfo(cpuinfo).splitlines() if ":" in line]
+    first = {}
+    for key, value in fields:
+        first.setdefault(key.strip(), value.strip())
+    flags = set(first.get("flags", "").split())
+    units = [u for u in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if u in flags][:2]
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    name = first.get("model name") or platform.processor() or platform.machine()
+    units_text = f" ({', '.join(units)})" if units else ""
+    return f"{name}{units_text}, {cores} cores"
+
+
+def gpu_description() -> str:
+    """The GPUs TensorFlow sees, by name and count (`NVIDIA A100-SXM4-40GB x2`), or `none`."""
+    names = collections.Counter(
+        tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)
+        for gpu in tf.config.list_physical_devices("GPU")
+    )
+    return ", ".join(f"{name} x{n}" if n > 1 else name for name, n in names.items()) or "none"
 
 
 def resolve_precision(precision: str) -> str:
@@ -252,12 +286,14 @@ def precision_notice(key: str, precision: str, cpuinfo: str | None = None) -> st
 
 def machine_tags(precision: str) -> dict[str, str]:
     """What a training run's speed and last bits depend on beyond its params: what `precision`
-    became on this machine, and whether TensorFlow runs oneDNN's kernels (`on` unless
-    TF_ENABLE_ONEDNN_OPTS=0, or TensorFlow was loaded before this package)."""
+    became on this machine, the machine's CPU and GPUs, and whether TensorFlow runs oneDNN's
+    kernels (`on` unless TF_ENABLE_ONEDNN_OPTS=0, or TensorFlow was loaded before this package)."""
     from tensorflow.python.util import _pywrap_util_port  # TensorFlow's own answer, as it loaded
 
     tags = {
         "precision_resolved": resolve_precision(precision),
+        "cpu": cpu_description(),
+        "gpu": gpu_description(),
         "onednn": "on" if _pywrap_util_port.IsMklEnabled() else "off",
     }
     if tags["precision_resolved"] == "mixed_bfloat16":  # bf16 hardware's kernels, or its sums in float32
