@@ -370,6 +370,12 @@ def test_no_runs_is_one_clear_line(store, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: no finished, scored train-gan runs in experiment 'cifar10-dcgan'")
     assert "Traceback" not in err
+    add_run(store, 1, [21], cpu="AMD EPYC (avx2), 2 cores")  # a tag that no run has says which
+    with pytest.raises(SystemExit):
+        compare_cli(tmp_path, "--no-track", "--tag", "cpu=AMD EPYC (avx2), 8 cores")
+    err = capsys.readouterr().err
+    assert "runs in experiment 'cifar10-dcgan'" in err
+    assert "with tag cpu=AMD EPYC (avx2), 8 cores (a run's tags are on its page in the MLflow UI)" in err
 
 
 def test_the_report_is_logged_to_its_own_mlflow_run(store, tmp_path):

@@ -700,6 +700,11 @@ def main(argv: list[str] | None = None) -> None:
             raise PipelineError(
                 f"no finished, scored train-gan runs in experiment '{experiment}' of {redact(uri)}"
                 + (f" named {', '.join(args.runs)}" if args.runs else "")
+                + (
+                    f" with tag {args.tag} (a run's tags are on its page in the MLflow UI)"
+                    if args.tag
+                    else ""
+                )
                 + "; queue a sweep (README: Comparing configurations)"
             )
         defaults = {k: str(v) for k, v in flatten({k: params[k] for k in ("model", "train_gan")}).items()}
