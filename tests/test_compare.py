@@ -320,6 +320,10 @@ def test_timings_from_different_cpus_are_flagged_and_one_cpu_can_be_kept(store, 
         f"mix machines or kernels: 2 run(s) with cpu={fast}; 1 with cpu={slow}; "
         f"compare speed within one (--tag 'cpu={fast}')"
     ) in report
+    compare_cli(tmp_path, "--no-track", "--within-minutes", "20")  # in equal minutes a slow CPU trains less
+    assert "timings, and with them the snapshots each run had by the time limit, mix machines" in (
+        (tmp_path / "cmp" / "report.md").read_text()
+    )
     kept = compare_cli(tmp_path, "--no-track", "--tag", f"cpu={fast}")  # the command the line gives
     (group,) = kept["groups"]
     assert sorted(group["seeds"]) == ["2", "3"]

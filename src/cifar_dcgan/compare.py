@@ -529,16 +529,20 @@ def markdown(result: dict, skipped: list[str]) -> str:
         lines.append(
             f"- collapsed at the last snapshot (class entropy < {COLLAPSE_BITS} bit): {', '.join(collapsed)}"
         )
-    lines += _machine_lines(result["machines"])
+    lines += _machine_lines(result["machines"], result["within_minutes"] is not None)
     if skipped or result["notes"]:
         lines += ["", "## Left out", "", *[f"- {line}" for line in skipped + result["notes"]]]
     return "\n".join(lines) + "\n"
 
 
-def _machine_lines(machines: dict[str, dict[str, int]]) -> list[str]:
+def _machine_lines(machines: dict[str, dict[str, int]], within: bool = False) -> list[str]:
     """A line for each machine tag whose runs differ: their timings (s / iteration, time to the
-    threshold) are not comparable, whatever their image quality is."""
+    threshold) are not comparable, whatever their image quality is; at equal wall-clock
+    (`within`) their quality is not either."""
     lines = []
+    what = "timings (s / iteration, time to the threshold)"
+    if within:  # a faster machine trains further in the same minutes
+        what = "timings, and with them the snapshots each run had by the time limit,"
     for key, counts in machines.items():
         if len(counts) < 2:
             continue
@@ -546,8 +550,7 @@ def _machine_lines(machines: dict[str, dict[str, int]]) -> list[str]:
         rest = [f"{m} with {key}={value}" for value, m in others]
         mix = "; ".join([f"{n} run(s) with {key}={most}", *rest])
         lines.append(
-            f"- timings (s / iteration, time to the threshold) mix machines or kernels: {mix}; "
-            f"compare speed within one (--tag '{key}={most}')"
+            f"- {what} mix machines or kernels: {mix}; compare speed within one (--tag '{key}={most}')"
         )
     return lines
 
