@@ -12,7 +12,14 @@ import numpy as np
 import tensorflow as tf
 
 from cifar_dcgan import evaluator
-from cifar_dcgan.models import adam, build_discriminator, build_generator, latent_points, machine_tags
+from cifar_dcgan.models import (
+    adam,
+    build_discriminator,
+    build_generator,
+    cpuinfo_values,
+    latent_points,
+    machine_tags,
+)
 from cifar_dcgan.training import build_gan, real_index_batches
 
 # fp32 FLOP per cycle per core: two FMA pipes x lanes x 2 FLOP; 512-bit pipes with AVX-512
@@ -120,12 +127,6 @@ def matmul_gflops(dtype, n: int = 4096, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def cpuinfo(field: str) -> list[str]:
-    """The values of one /proc/cpuinfo field, a line per logical CPU."""
-    lines = open("/proc/cpuinfo").read().splitlines()
-    return [line.split(":", 1)[1].strip() for line in lines if line.split(":")[0].strip() == field]
-
-
 def cpu_name() -> str:
     """The machine as training runs are tagged (`cpu`: model name, vector units, cores) and
     whether TensorFlow runs oneDNN's kernels."""
@@ -134,7 +135,8 @@ def cpu_name() -> str:
 
 
 def theoretical_peak() -> tuple[float, str]:
-    mhz, flags = [float(v) for v in cpuinfo("cpu MHz")], set(next(iter(cpuinfo("flags")), "").split())
+    mhz = [float(v) for v in cpuinfo_values("cpu MHz")]
+    flags = set(next(iter(cpuinfo_values("flags")), "").split())
     per_cycle = next((n for unit, n in FP32_FLOP_PER_CYCLE.items() if unit in flags), 16)
     cores = os.cpu_count() or 1
     ghz = max(mhz) / 1000 if mhz else float("nan")

@@ -535,7 +535,7 @@ def markdown(result: dict, skipped: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _machine_lines(machines: dict[str, dict[str, int]], within: bool = False) -> list[str]:
+def _machine_lines(machines: dict[str, dict[str, int]], within: bool) -> list[str]:
     """A line for each machine tag whose runs differ: their timings (s / iteration, time to the
     threshold) are not comparable, whatever their image quality is; at equal wall-clock
     (`within`) their quality is not either."""

@@ -163,19 +163,22 @@ def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
     return "avx512_bf16" in cpuinfo or "amx_bf16" in cpuinfo
 
 
+def cpuinfo_values(field: str, cpuinfo: str | None = None) -> list[str]:
+    """The values of one /proc/cpuinfo field (`model name`, `flags`, `cpu MHz`), a line per
+    logical CPU; none off Linux."""
+    lines = [line.split(":", 1) for line in _cpuinfo(cpuinfo).splitlines() if ":" in line]
+    return [value.strip() for key, value in lines if key.strip() == field]
+
+
 def cpu_description(cpuinfo: str | None = None, cores: int | None = None) -> str:
     """The CPU as a training's speed depends on it: its model name, its widest vector units and
     the cores this process may use, e.g. `AMD EPYC (avx2), 2 cores`. Virtual machines often
     name only the family, so the units tell an AVX2-only EPYC from one with AVX-512 bf16."""
-    fields = [line.split(":", 1) for line in _cpuinfo(cpuinfo).splitlines() if ":" in line]
-    first = {}
-    for key, value in fields:
-        first.setdefault(key.strip(), value.strip())
-    flags = set(first.get("flags", "").split())
+    flags = set(next(iter(cpuinfo_values("flags", cpuinfo)), "").split())
     units = [u for u in ("amx_bf16", "avx512_bf16", "avx512f", "avx2") if u in flags][:2]
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    name = first.get("model name") or platform.processor() or platform.machine()
+    name = next(iter(cpuinfo_values("model name", cpuinfo)), "") or platform.processor() or platform.machine()
     units_text = f" ({', '.join(units)})" if units else ""
     return f"{name}{units_text}, {cores} cores"
 
