@@ -42,9 +42,10 @@ def make_strategy(distribute: str) -> tf.distribute.Strategy:
     if distribute == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
     # one op at a time: concurrent ops let the step's float sums differ in their last bits
-    # from run to run, which training amplifies; one at a time a run repeats bit for bit, and
-    # on 2 cores it is not slower (the ops themselves still use every core). A process that
-    # already ran TensorFlow keeps its threading.
+    # from run to run by the third iteration, which training amplifies; one at a time a run
+    # repeats bit for bit for about its first hundred iterations (README "How far a rerun
+    # repeats"), and on 2 cores it is not slower (the ops themselves still use every core).
+    # A process that already ran TensorFlow keeps its threading.
     with contextlib.suppress(RuntimeError):
         tf.config.threading.set_inter_op_parallelism_threads(1)
     return tf.distribute.get_strategy()
