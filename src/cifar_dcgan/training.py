@@ -38,17 +38,37 @@ def make_strategy(distribute: str) -> tf.distribute.Strategy:
     it before any other TensorFlow work (multi_worker must be created at program start)."""
     if distribute == "mirrored":
         devices = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
-        return tf.distribute.MirroredStrategy([d.name for d in devices])
-    if distribute == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    # one op at a time: concurrent ops let the step's float sums differ in their last bits
-    # from run to run by the third iteration, which training amplifies; one at a time a run
-    # repeats bit for bit for about its first hundred iterations (README "How far a rerun
-    # repeats"), and on 2 cores it is not slower (the ops themselves still use every core).
-    # A process that already ran TensorFlow keeps its threading.
-    with contextlib.suppress(RuntimeError):
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    return tf.distribute.get_strategy()
+        strategy = tf.distribute.MirroredStrategy([d.name for d in devices])
+    elif distribute == "multi_worker":
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    else:
+        # one op at a time: concurrent ops let the step's float sums differ in their last bits
+        # from run to run by the third iteration, which training amplifies; one at a time, with
+        # sums_in_graph_order(), a run repeats bit for bit, and on 2 cores it is not slower (the
+        # ops themselves still use every core). A process that already ran TensorFlow keeps
+        # its threading.
+        with contextlib.suppress(RuntimeError):
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        strategy = tf.distribute.get_strategy()
+    sums_in_graph_order()
+    return strategy
+
+
+def sums_in_graph_order() -> None:
+    """Keep every sum of three or more gradients (AddN) a sum in the graph's order, for the
+    tf.functions this thread calls from now on. Grappler's memory optimizer rewrites such sums
+    (those of D's sigmoid cross-entropy, of batch norm) into additions onto a temporary
+    variable in whatever order the terms arrive; that order changes once TensorFlow's executor
+    has timed the step's ops (after about 90 calls), and from then on the last bits of D's
+    gradients differed from run to run. Its other rewrites (swapping to host memory,
+    recomputation) are for GPUs."""
+    from tensorflow.core.protobuf import config_pb2, rewriter_config_pb2
+    from tensorflow.python.eager import context  # the config tf.functions are optimized with
+
+    options = context.context().function_call_options
+    config = config_pb2.ConfigProto.FromString(options.config_proto_serialized)
+    config.graph_options.rewrite_options.memory_optimization = rewriter_config_pb2.RewriterConfig.NO_MEM_OPT
+    options.config_proto_serialized = config
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
