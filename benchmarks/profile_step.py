@@ -23,7 +23,7 @@ exact result to bf16 (what a kernel that sums in float32, as oneDNN's bf16 kerne
 cannot avoid). About 1x: float32 sums; many times more: the kernel sums in bf16. Where
 TensorFlow has no bf16 kernels of bf16 hardware (no GPU, a CPU without AVX-512 bf16 or AMX)
 the step does not run these: its bf16 convolutions, conv-transposes and dense layers sum in
-float32 instead (`cifar_dcgan.models.bf16_sums_in_float32`), and the table says so. Prints
+float32 instead (`cifar_dcgan.models.fast_kernels`), and the table says so. Prints
 Markdown; nothing is asserted.
 """
 
@@ -47,8 +47,9 @@ KINDS = (
 )  # fmt: skip
 ELEMENTWISE = re.compile(
     r"LeakyRelu|Relu|BiasAdd|Tanh|Sigmoid|Cast|Mul|Add|Sub|RealDiv|Div|Select|Maximum|Minimum|"
-    r"BatchNorm|Rsqrt|Square|Sqrt|Neg|Exp|Log|Greater|Less|Equal|Floor|ClipByValue|Pow"
+    r"BatchNorm|Rsqrt|Square|Sqrt|Neg|Exp|Log|Greater|Less|Equal|Floor|ClipByValue|Pow|Sum"
 )
+XLA_KERNEL = re.compile(r"fusion|^(convert|select|add|multiply|copy)(\.\d+)?$")  # XLA's CPU kernels
 
 
 def kind(name: str, op: str) -> str:
@@ -60,12 +61,16 @@ def kind(name: str, op: str) -> str:
         if not backward:
             return "conv-transpose forward"  # a conv-transpose is computed as Conv2DBackpropInput
         return "conv-transpose backprop-filter" if "Filter" in op else "conv-transpose backprop-input"
+    if re.search(r"conv2d(?!_transpose)", name) and op.startswith("MatMul"):  # a thin conv (fast_kernels)
+        if not backward:
+            return "conv forward"
+        return "conv backprop-filter" if name.endswith("MatMul_1") else "conv backprop-input"  # dW: MatMul_1
     if op.startswith("Conv2D"):
         if "BackpropFilter" in op:
             return "conv backprop-filter"
         return "conv backprop-input" if "BackpropInput" in op else "conv forward"
     lowered = name.lower()
-    if "adam" in lowered or "optimizer" in lowered or op.startswith("ResourceApply"):
+    if re.search(r"(^|/)(adam|optimizer)", lowered) or op.startswith("ResourceApply"):
         return "optimizer updates"
     if "Random" in op:
         return "random draws"
@@ -110,6 +115,10 @@ def profile(precision: str, iterations: int) -> tuple[dict[str, float], dict[str
             for event in line.events:
                 full = names.get(event.metadata_id, "")
                 name, _, op = full.rpartition(":")
+                if XLA_KERNEL.search(full):  # an XLA kernel (bf16 activations and biases, fast_kernels)
+                    totals["elementwise"] += event.duration_ps / 1e9 / iterations
+                    kernels["elementwise"].add("XLA")
+                    continue
                 if not name or "::" in full or " " in op:
                     continue  # executor bookkeeping (ExecutorState::Process, ...), not an op
                 category = kind(name, op)
@@ -118,9 +127,10 @@ def profile(precision: str, iterations: int) -> tuple[dict[str, float], dict[str
     return dict(totals), {k: "+".join(sorted(v)) for k, v in kernels.items()}, wall
 
 
-def onednn_implementations(precision: str) -> dict[tuple[str, str, str], float]:
-    """(primitive, implementation, source dtype) -> ms over one iteration, from oneDNN's own
-    verbose log (`gemm_api`: a matrix product TensorFlow's Eigen kernels hand to oneDNN)."""
+def onednn_implementations(precision: str) -> dict[tuple[str, str, str, str], float]:
+    """(primitive, implementation, propagation, source dtype) -> ms over one iteration, from
+    oneDNN's own verbose log (`gemm_api`: a matrix product TensorFlow's Eigen kernels hand to
+    oneDNN; a conv-transpose's forward pass is a convolution's backward_data)."""
     env = {**os.environ, "ONEDNN_VERBOSE": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
     command = [sys.executable, __file__, "--verbose-iteration", precision]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True)
@@ -130,8 +140,9 @@ def onednn_implementations(precision: str) -> dict[tuple[str, str, str], float]:
         fields = line.split(",")
         if line.startswith("onednn_verbose") and "exec" in fields:
             at = fields.index("exec")
-            dtype = re.search(r"src_([a-z0-9]+)", line)
-            key = (fields[at + 2], fields[at + 3] or "-", dtype.group(1) if dtype else "?")
+            dtype = re.search(r"src[_:]([a-z0-9]+)", line)  # src:bf16::blocked... (oneDNN 3)
+            propagation = fields[at + 4] if fields[at + 4] not in ("", "undef") else "-"
+            key = (fields[at + 2], fields[at + 3] or "-", propagation, dtype.group(1) if dtype else "?")
             found[key] += float(fields[-1])
     return dict(found)
 
@@ -243,8 +254,8 @@ def main() -> None:
         print(f"\noneDNN primitives in one {precision} iteration (ONEDNN_VERBOSE):")
         if not found:
             print("  none: TensorFlow ran every op with its own kernels (TF_ENABLE_ONEDNN_OPTS=0)")
-        for (primitive, implementation, dtype), ms in sorted(found.items(), key=lambda item: -item[1]):
-            print(f"  {primitive:<16} {implementation:<32} {dtype:<6} {ms:9.1f} ms")
+        for (primitive, implementation, propagation, dtype), ms in sorted(found.items(), key=lambda x: -x[1]):
+            print(f"  {primitive:<14} {implementation:<58} {propagation:<17} {dtype:<5} {ms:8.1f} ms")
     if "mixed_bfloat16" in args.precisions:
         print(
             "\nHow the bf16 kernels sum (relative error against float64 on the same bf16 inputs;"

@@ -242,7 +242,7 @@ def test_bf16_layers_sum_in_float32_as_bf16_hardware_does(make_params, which):
         y = layer(x)
         upstream = tf.cast(rng.standard_normal(y.shape), tf.bfloat16)
         loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.cast(upstream, tf.float32))
-    dx, dkernel = tape.gradient(loss, [x, layer.kernel])
+    dx, dkernel, dbias = tape.gradient(loss, [x, layer.kernel, layer.bias])
     assert y.dtype == dx.dtype == tf.bfloat16
 
     x64 = tf.cast(x, tf.float64)  # the same bf16 values, exact in float64
@@ -261,6 +261,43 @@ def test_bf16_layers_sum_in_float32_as_bf16_hardware_does(make_params, which):
     assert _error_over_bf16_rounding(y, y64) < 1.5
     assert _error_over_bf16_rounding(dx, dx64) < 1.5
     assert _error_over_bf16_rounding(dkernel, dkernel64) < 1.5
+    if which == "generator's conv-transpose":  # TensorFlow's BiasAddGrad sums in bf16 (>70% off in training)
+        dbias64 = tf.reduce_sum(tf.cast(upstream, tf.float64), [0, 1, 2])
+        assert _error_over_bf16_rounding(dbias, dbias64) < 1.5
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_bfloat16"])
+def test_the_faster_kernels_are_as_close_to_exact_as_keras_own_layers(make_params, precision):
+    # G then D, compiled as the step is, against float64: fast_kernels' models (LeakyReLU's
+    # gradient from its output, XLA activations in bf16, the thin RGB conv) and the same
+    # weights in Keras' own layers (clone_model builds them afresh)
+    model = make_params("model")
+    with dtype_policy(precision):
+        g, d = build_generator(model, 100, seed=1), build_discriminator(model, seed=1)
+        g_keras, d_keras = keras.models.clone_model(g), keras.models.clone_model(d)
+    with dtype_policy("float64"):
+        g64, d64 = build_generator(model, 100, seed=1), build_discriminator(model, seed=1)
+    for copy in (g_keras, g64):
+        copy.set_weights([w.astype(copy.weights[0].dtype) for w in g.get_weights()])
+    for copy in (d_keras, d64):
+        copy.set_weights([w.astype(copy.weights[0].dtype) for w in d.get_weights()])
+    latents = np.random.default_rng(0).standard_normal((64, 100))
+
+    def gradients(g, d):
+        @tf.function
+        def step(z):
+            with tf.GradientTape() as tape:
+                scores = tf.cast(d(g(z, training=False), training=False), tf.float64)
+                loss = tf.reduce_sum(tf.math.log(scores + 1e-3))
+            return tape.gradient(loss, g.trainable_weights + d.trainable_weights)
+
+        return [tf.cast(v, tf.float64) for v in step(tf.constant(latents, g.inputs[0].dtype))]
+
+    exact = gradients(g64, d64)
+    fast, own = gradients(g, d), gradients(g_keras, d_keras)
+    for weight, a, b, e in zip(g.trainable_weights + d.trainable_weights, fast, own, exact):
+        error, own_error = float(tf.norm(a - e) / tf.norm(e)), float(tf.norm(b - e) / tf.norm(e))
+        assert error < 1.5 * own_error + 1e-6, (weight.path, error, own_error)
 
 
 def test_a_saved_bf16_generator_loads_summing_as_it_trained(tmp_path, make_params):

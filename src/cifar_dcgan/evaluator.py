@@ -30,7 +30,7 @@ from keras import layers
 
 from cifar_dcgan.config import EvaluatorParams
 from cifar_dcgan.errors import PipelineError
-from cifar_dcgan.models import IMAGE_SHAPE, bf16_sums_in_float32, dtype_policy
+from cifar_dcgan.models import IMAGE_SHAPE, dtype_policy, fast_kernels
 from cifar_dcgan.tracking import Tracker
 
 CLASSES = 10
@@ -75,7 +75,7 @@ def build_classifier(params: EvaluatorParams, seed: int) -> keras.Model:
     x = layers.Dense(params.features, activation="relu", name="features")(x)  # (B, features)
     x = layers.Dropout(params.dropout, seed=seed)(x)
     outputs = layers.Dense(CLASSES, activation="softmax", dtype="float32", name="classes")(x)
-    return bf16_sums_in_float32(keras.Model(inputs, outputs, name="evaluator"))
+    return fast_kernels(keras.Model(inputs, outputs, name="evaluator"))
 
 
 class EpochMetrics(keras.callbacks.Callback):

@@ -23,7 +23,7 @@ import tensorflow as tf
 from cifar_dcgan.augment import augment
 from cifar_dcgan.config import TrainGanParams
 from cifar_dcgan.losses import LOSSES, Loss
-from cifar_dcgan.models import bf16_sums_in_float32, global_mean, replica_share, replicas
+from cifar_dcgan.models import fast_kernels, global_mean, replica_share, replicas
 
 DRAWS_PER_ITERATION = 8  # stateless random draws of one D (and G) step, each with its own seed
 
@@ -106,7 +106,7 @@ class GeneratorAverage:
             tf.Variable(w.value, trainable=False, aggregation=first, name=f"ema_{i}")
             for i, w in enumerate(generator.trainable_weights)
         ]
-        self.shown = bf16_sums_in_float32(keras.models.clone_model(generator))
+        self.shown = fast_kernels(keras.models.clone_model(generator))
 
     def update(self, iteration: tf.Variable) -> None:
         """Warm-up as in tf.train.ExponentialMovingAverage(num_updates): a short average at

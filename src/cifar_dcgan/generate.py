@@ -52,13 +52,13 @@ def load_generator(uri: str, allow_unsafe: bool = False):
     """A Keras generator from a `.keras` file or an MLflow `models:/name@alias` URI (only the
     native `.keras` file this project registers, checked against its sha256 tag). Keras' safe
     mode refuses files whose layers carry Python code (Lambda) unless `allow_unsafe`."""
-    from cifar_dcgan.models import bf16_sums_in_float32, load_model  # TensorFlow loads here
+    from cifar_dcgan.models import fast_kernels, load_model  # TensorFlow loads here
 
     if uri.startswith(("models:/", "runs:/")):
         from cifar_dcgan.registry import load_generator as load_registered
         from cifar_dcgan.tracking import tracking_uri
 
-        return bf16_sums_in_float32(load_registered(uri, tracking_uri(), allow_unsafe))
+        return fast_kernels(load_registered(uri, tracking_uri(), allow_unsafe))
     path = Path(uri)
     if not path.is_file():
         raise PipelineError(
