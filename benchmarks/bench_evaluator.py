@@ -29,9 +29,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 def variants(params) -> dict[str, dict]:
     """params.yaml's evaluator, then what each of its costs is: augmentation off, the other
-    pooling layout."""
+    pooling layout, the other precision (bf16 pays only with bf16 units: `precision: auto`)."""
     other_pool = "between" if params.pool == "after" else "after"
-    return {"params.yaml": {}, "augment off": {"augment": False}, f"pool {other_pool}": {"pool": other_pool}}
+    other_precision = "float32" if params.precision == "mixed_bfloat16" else "mixed_bfloat16"
+    return {
+        "params.yaml": {},
+        "augment off": {"augment": False},
+        f"pool {other_pool}": {"pool": other_pool},
+        other_precision: {"precision": other_precision},
+    }
 
 
 def seconds_per_pass(model, images: np.ndarray, repeats: int = 3) -> float:
