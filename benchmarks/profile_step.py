@@ -154,6 +154,7 @@ def bf16_numerics(batch: int = 32) -> dict[str, tuple[float, float]]:
     -> 32x32x128, 4x4 stride 2) and G's dense layer (100 -> 4x4x256; D's runs in float32),
     as the step runs them: TensorFlow ops in a tf.function, where oneDNN's rewrites apply."""
     import tensorflow as tf
+    from tensorflow.python.ops import gen_nn_ops
 
     conv = tf.compat.v1.nn
     rng = np.random.default_rng(0)
@@ -195,6 +196,18 @@ def bf16_numerics(batch: int = 32) -> dict[str, tuple[float, float]]:
             draw(batch, 16, 16, 128),
         ),
         "dense": (tf.matmul, draw(batch * 4, 100), draw(100, 4 * 4 * 256)),
+        # a conv-transpose's bias gradient (G's last, 32 x 32 x 128): TensorFlow's op, and the
+        # float32-accumulated sum the models use instead (cifar_dcgan.models._bias_add)
+        "bias gradient, TensorFlow's BiasAddGrad": (
+            lambda dy, _: gen_nn_ops.bias_add_grad(dy),
+            draw(batch, 32, 32, 128),
+            draw(1),
+        ),
+        "bias gradient, tf.reduce_sum (the models')": (
+            lambda dy, _: tf.reduce_sum(dy, [0, 1, 2]),
+            draw(batch, 32, 32, 128),
+            draw(1),
+        ),
     }
     found = {}
     for name, (op, a, b) in ops.items():

@@ -223,7 +223,8 @@ def fast_kernels(model: keras.Model) -> keras.Model:
       output has the input's sign), so that only the activation reads a conv's or matmul's
       biased output and TensorFlow fuses conv or matmul + bias + LeakyReLU into one oneDNN op;
     - in bf16, the activations and biases no oneDNN op takes in run under XLA: TensorFlow's
-      own bf16 elementwise kernels are 1.5 to 3 times slower, with the same results;
+      own bf16 elementwise kernels are 1.5 to 3 times slower, with the same results; the
+      conv-transposes' bias gradients are summed in float32 (`_bias_add`);
     - where TensorFlow has no bf16 kernels of bf16 hardware (`native_bf16`), the bf16
       convolutions, conv-transposes and dense layers sum in float32 as bf16 hardware does
       (`_summed_in_float32`);
@@ -233,8 +234,8 @@ def fast_kernels(model: keras.Model) -> keras.Model:
     for layer in model.layers:
         inner = getattr(layer, "layer", layer)  # the layer inside SpectralNormalization
         bf16 = inner.compute_dtype == "bfloat16"
-        if isinstance(inner, layers.LeakyReLU):
-            inner.call = functools.partial(_leaky_relu, inner, _fused_into(layer))
+        if isinstance(inner, layers.LeakyReLU):  # a bf16 op summed in float32 is cast before its bias
+            inner.call = functools.partial(_leaky_relu, inner, _fused_into(layer) and not (bf16 and summed))
         elif isinstance(inner, layers.Conv2DTranspose) and bf16:
             inner.call = functools.partial(_conv_transpose_call, inner, summed)
         elif isinstance(inner, layers.Conv2D) and bf16 and summed:
