@@ -224,7 +224,8 @@ def fast_kernels(model: keras.Model) -> keras.Model:
       biased output and TensorFlow fuses conv or matmul + bias + LeakyReLU into one oneDNN op;
     - in bf16, the activations and biases no oneDNN op takes in run under XLA: TensorFlow's
       own bf16 elementwise kernels are 1.5 to 3 times slower, with the same results; the
-      conv-transposes' bias gradients are summed in float32 (`_bias_add`);
+      gradients of those biases are summed in float32 (`_bias_add`), not in bf16 as
+      TensorFlow's BiasAddGrad sums them;
     - where TensorFlow has no bf16 kernels of bf16 hardware (`native_bf16`), the bf16
       convolutions, conv-transposes and dense layers sum in float32 as bf16 hardware does
       (`_summed_in_float32`);
@@ -239,7 +240,7 @@ def fast_kernels(model: keras.Model) -> keras.Model:
         elif isinstance(inner, layers.Conv2DTranspose) and bf16:
             inner.call = functools.partial(_conv_transpose_call, inner, summed)
         elif isinstance(inner, layers.Conv2D) and bf16 and summed:
-            inner.convolution_op = _summed_in_float32(inner.convolution_op)
+            inner.call = functools.partial(_conv_summed_in_float32, inner)
         elif isinstance(inner, layers.Conv2D) and _thin(inner):
             inner.convolution_op = functools.partial(_thin_convolution, inner)
         elif isinstance(inner, layers.Dense) and bf16 and summed:  # its matmul and bias follow float32 inputs
@@ -311,6 +312,19 @@ def _conv_transpose_call(layer: layers.Conv2DTranspose, summed: bool, inputs):
         dilation_rate=layer.dilation_rate,
         data_format=layer.data_format,
     )
+    return _bias_and_activation(layer, outputs)
+
+
+def _conv_summed_in_float32(layer: layers.Conv2D, inputs):
+    """Conv2D.call of a bf16 layer where there are no bf16 kernels: the convolution summed in
+    float32, the bias added by `_bias_add` (Keras' bias add would leave its gradient to
+    BiasAddGrad, which sums in bf16)."""
+    outputs = _summed_in_float32(layer.convolution_op)(inputs, layer.kernel.value)
+    return _bias_and_activation(layer, outputs)
+
+
+def _bias_and_activation(layer: layers.Layer, outputs):
+    """The end of a bf16 conv's or conv-transpose's call: its bias (`_bias_add`), its activation."""
     if layer.use_bias:
         if layer.data_format == "channels_last":
             outputs = _bias_add(outputs, layer.bias.value)
