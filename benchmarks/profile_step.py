@@ -8,8 +8,9 @@ TensorFlow op's time is summed by kind: conv forward, backprop-input and backpro
 the same three for conv-transpose, dense, elementwise (activations, bias, dropout,
 tanh/sigmoid, batch norm, casts), optimizer updates, random draws, gather, loss, other. The
 kernel column says who ran the op: oneDNN (TensorFlow's `_Mkl` ops), TensorFlow's own Eigen
-kernels, or XLA (the bf16 activations and biases, `cifar_dcgan.models.fast_kernels`). A second pass, run with `ONEDNN_VERBOSE=1`, lists the oneDNN implementation
-of each primitive (AMX, avx512_core_bf16, avx2, a reference kernel ...); it is empty where
+kernels, or XLA (the bf16 activations and biases, `cifar_dcgan.models.fast_kernels`). A
+second pass, run with `ONEDNN_VERBOSE=1`, lists the oneDNN implementation of each primitive
+(AMX, avx512_core_bf16, avx2, a reference kernel ...); it is empty where
 TensorFlow does not use oneDNN. TensorFlow turns oneDNN on by itself only on CPUs with
 AVX-512 VNNI/BF16 or AMX; this project turns it on everywhere (`TF_ENABLE_ONEDNN_OPTS=0`
 profiles TensorFlow's own kernels instead). Ops run one at a time, as `train-gan` runs them:
