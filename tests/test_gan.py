@@ -277,10 +277,8 @@ def test_the_faster_kernels_are_as_close_to_exact_as_keras_own_layers(make_param
         g_keras, d_keras = keras.models.clone_model(g), keras.models.clone_model(d)
     with dtype_policy("float64"):
         g64, d64 = build_generator(model, 100, seed=1), build_discriminator(model, seed=1)
-    for copy in (g_keras, g64):
-        copy.set_weights([w.astype(copy.weights[0].dtype) for w in g.get_weights()])
-    for copy in (d_keras, d64):
-        copy.set_weights([w.astype(copy.weights[0].dtype) for w in d.get_weights()])
+    for source, copy in ((g, g_keras), (g, g64), (d, d_keras), (d, d64)):
+        copy.set_weights([w.astype(copy.weights[0].dtype) for w in source.get_weights()])
     latents = np.random.default_rng(0).standard_normal((64, 100))
 
     def gradients(g, d):
