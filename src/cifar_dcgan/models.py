@@ -235,8 +235,8 @@ def fast_kernels(model: keras.Model) -> keras.Model:
     for layer in model.layers:
         inner = getattr(layer, "layer", layer)  # the layer inside SpectralNormalization
         bf16 = inner.compute_dtype == "bfloat16"
-        if isinstance(inner, layers.LeakyReLU):  # a bf16 op summed in float32 is cast before its bias
-            inner.call = functools.partial(_leaky_relu, inner, _fused_into(layer) and not (bf16 and summed))
+        if isinstance(inner, layers.LeakyReLU):
+            inner.call = functools.partial(_leaky_relu, inner, _fused_into(layer, summed))
         elif isinstance(inner, layers.Conv2DTranspose) and bf16:
             inner.call = functools.partial(_conv_transpose_call, inner, summed)
         elif isinstance(inner, layers.Conv2D) and bf16 and summed:
@@ -264,12 +264,15 @@ def _bias_add(x, bias):
     return _xla_bias_add(x, bias), lambda dy: (dy, tf.reduce_sum(dy, list(range(dy.shape.rank - 1))))
 
 
-def _fused_into(layer: layers.Layer) -> bool:
+def _fused_into(layer: layers.Layer, summed: bool) -> bool:
     """Whether TensorFlow fuses this activation into the op before it: a Conv2D or Dense
-    (conv-transposes and batch norm have no such fusion)."""
+    (conv-transposes and batch norm have no such fusion), unless that op is a bf16 one summed
+    in float32, whose result is cast to bf16 before its bias."""
     producer = getattr(getattr(layer.input, "_keras_history", None), "operation", None)
     producer = getattr(producer, "layer", producer)
-    return isinstance(producer, (layers.Conv2D, layers.Dense))
+    if not isinstance(producer, (layers.Conv2D, layers.Dense)):
+        return False
+    return not (summed and producer.compute_dtype == "bfloat16")
 
 
 def _leaky_relu(layer: layers.LeakyReLU, fused: bool, inputs):
