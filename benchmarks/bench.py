@@ -42,6 +42,9 @@ from bench_step import (
 from bench_tracking import compare_command, system_metrics_cost, tracking_cost
 
 from cifar_dcgan.config import load_params
+from cifar_dcgan.config.evaluator import EvaluatorParams
+from cifar_dcgan.config.model import ModelParams
+from cifar_dcgan.config.train_gan import TrainGanParams
 from cifar_dcgan.models import native_bf16
 
 REPO = Path(__file__).resolve().parents[1]
@@ -56,7 +59,7 @@ def main() -> None:
     parser.add_argument("--skip-pipeline", action="store_true", help="skip the prepare and dvc measurements")
     parser.add_argument("--json", type=Path, help="also write the numbers here")
     args = parser.parse_args()
-    params = load_params(REPO / "params.yaml", "model", "train_gan", "train_evaluator")
+    params = load_params(REPO / "params.yaml", ModelParams, TrainGanParams, EvaluatorParams)
     model, train = params["model"], params["train_gan"]
     images = np.random.default_rng(0).uniform(-1, 1, (2048, 32, 32, 3)).astype(np.float32)
 

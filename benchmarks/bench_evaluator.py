@@ -23,6 +23,7 @@ from bench_step import cpu_name, interleaved
 
 from cifar_dcgan import evaluator
 from cifar_dcgan.config import TEST_IMAGES, TRAIN_IMAGES, load_params
+from cifar_dcgan.config.evaluator import EvaluatorParams
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=6, help="timed training batches per variant per round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     args = parser.parse_args()
-    params = load_params(REPO / "params.yaml", "train_evaluator")["train_evaluator"]
+    params = load_params(REPO / "params.yaml", EvaluatorParams)["train_evaluator"]
     rng = np.random.default_rng(0)
     images = rng.uniform(-1, 1, (TEST_IMAGES, 32, 32, 3)).astype(np.float32)
     labels = rng.integers(0, evaluator.CLASSES, len(images))

@@ -18,6 +18,8 @@ import numpy as np
 from bench_step import cpu_name, interleaved, project_step
 
 from cifar_dcgan.config import load_params
+from cifar_dcgan.config.model import ModelParams
+from cifar_dcgan.config.train_gan import TrainGanParams
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {  # (model changes, train_gan changes): each stabilizer alone, then the README's combination
@@ -53,7 +55,7 @@ def main() -> None:
         for name, changes in VARIANTS.items()
         if name == "classic" or not args.only or any(word in name for word in args.only)
     }
-    params = load_params(REPO / "params.yaml", "model", "train_gan")
+    params = load_params(REPO / "params.yaml", ModelParams, TrainGanParams)
     model, train = params["model"], params["train_gan"]
     images = np.random.default_rng(0).uniform(-1, 1, (2048, 32, 32, 3)).astype(np.float32)
     variants, tracing = {}, {}

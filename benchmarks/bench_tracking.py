@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_dcgan.tracking import MlflowTracker, NullTracker
+from cifar_dcgan.tracker import NullTracker
+from cifar_dcgan.tracking import MlflowTracker
 
 REPO = Path(__file__).resolve().parents[1]
 

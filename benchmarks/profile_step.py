@@ -93,8 +93,10 @@ def profile(precision: str, iterations: int) -> tuple[dict[str, float], dict[str
     from tensorflow.tsl.profiler.protobuf import xplane_pb2
 
     from cifar_dcgan.config import load_params
+    from cifar_dcgan.config.model import ModelParams
+    from cifar_dcgan.config.train_gan import TrainGanParams
 
-    params = load_params(REPO / "params.yaml", "model", "train_gan")
+    params = load_params(REPO / "params.yaml", ModelParams, TrainGanParams)
     images = np.random.default_rng(0).uniform(-1, 1, (2048, 32, 32, 3)).astype(np.float32)
     iteration, _, _, _ = project_step(params["model"], params["train_gan"], images, precision)
     iteration()  # warm-up beyond tracing
@@ -238,8 +240,10 @@ def main() -> None:
 
     if args.verbose_iteration:  # the ONEDNN_VERBOSE pass: warm up, then one marked iteration
         from cifar_dcgan.config import load_params
+        from cifar_dcgan.config.model import ModelParams
+        from cifar_dcgan.config.train_gan import TrainGanParams
 
-        params = load_params(REPO / "params.yaml", "model", "train_gan")
+        params = load_params(REPO / "params.yaml", ModelParams, TrainGanParams)
         images = np.random.default_rng(0).uniform(-1, 1, (2048, 32, 32, 3)).astype(np.float32)
         iteration, *_ = project_step(params["model"], params["train_gan"], images, args.verbose_iteration)
         iteration()

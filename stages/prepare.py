@@ -7,9 +7,11 @@ import argparse
 from pathlib import Path
 
 from cifar_dcgan import cifar
-from cifar_dcgan.config import flatten, load_params
+from cifar_dcgan.config import TrackingParams, flatten, load_params
+from cifar_dcgan.config.prepare import PrepareParams
 from cifar_dcgan.errors import run_stage
-from cifar_dcgan.tracking import prepared_dataset, redact, stage_run
+from cifar_dcgan.store import redact
+from cifar_dcgan.tracking import prepared_dataset, stage_run
 
 
 def main() -> None:
@@ -24,7 +26,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--reports", type=Path, required=True)
     args = parser.parse_args()
-    params = load_params(args.params, "tracking", "prepare")
+    params = load_params(args.params, TrackingParams, PrepareParams)
     p = params["prepare"]
     with stage_run("prepare", params["tracking"].experiment, flatten({"prepare": p})) as tracker:
         archive = cifar.fetch_archive(p.url, p.md5, args.cache, p.retries)

@@ -10,7 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_dcgan.config import flatten, load_params
+from cifar_dcgan import registry
+from cifar_dcgan.config import TrackingParams, flatten, load_params
+from cifar_dcgan.config.select import SelectParams
+from cifar_dcgan.config.train_gan import TrainGanParams
 from cifar_dcgan.errors import run_stage
 from cifar_dcgan.generate import load_generator
 from cifar_dcgan.selection import select_generator, version_tags
@@ -26,7 +29,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--reports", type=Path, required=True)
     args = parser.parse_args()
-    params = load_params(args.params, "tracking", "select_generator", "train_gan")
+    params = load_params(args.params, TrackingParams, SelectParams, TrainGanParams)
     p = params["select_generator"]
     training = json.loads((args.training / "run.json").read_text())
     training_run_id = training["run_id"]
@@ -57,7 +60,8 @@ def main() -> None:
         tracker.log_artifact(args.reports / "selection.json")
         tracker.log_artifact(args.reports / "contact_sheet.png")
         description = f"epoch {selection['epoch']} of training run {training_run_id}; {selection['rule']}"
-        registration = tracker.register_model(
+        registration = registry.publish(
+            tracker,
             load_generator(str(args.out)),
             p.model_name,
             p.alias,

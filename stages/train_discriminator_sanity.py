@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 
 from cifar_dcgan import sanity
-from cifar_dcgan.config import flatten, load_params
+from cifar_dcgan.config import TrackingParams, flatten, load_params
+from cifar_dcgan.config.model import ModelParams
+from cifar_dcgan.config.sanity import SanityParams
 from cifar_dcgan.errors import run_stage
 from cifar_dcgan.tracking import stage_run
 
@@ -20,7 +22,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--reports", type=Path, required=True)
     args = parser.parse_args()
-    params = load_params(args.params, "tracking", "model", "train_discriminator_sanity")
+    params = load_params(args.params, TrackingParams, ModelParams, SanityParams)
     p = params["train_discriminator_sanity"]
     real_images = np.load(args.data / "train_images.npy", mmap_mode="r")
     run_params = flatten({k: params[k] for k in ("model", "train_discriminator_sanity")})

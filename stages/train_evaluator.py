@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from cifar_dcgan import evaluator
-from cifar_dcgan.config import flatten, load_params
+from cifar_dcgan.config import TrackingParams, flatten, load_params
+from cifar_dcgan.config.evaluator import EvaluatorParams
 from cifar_dcgan.errors import run_stage
 from cifar_dcgan.models import machine_tags, precision_notice
 from cifar_dcgan.tracking import prepared_dataset, stage_run
@@ -27,7 +28,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--reports", type=Path, required=True)
     args = parser.parse_args()
-    params = load_params(args.params, "tracking", "train_evaluator")
+    params = load_params(args.params, TrackingParams, EvaluatorParams)
     p = params["train_evaluator"]
     if notice := precision_notice("train_evaluator.precision", p.precision):
         print(notice, file=sys.stderr, flush=True)

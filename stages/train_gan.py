@@ -17,12 +17,15 @@ from pathlib import Path
 import numpy as np
 
 from cifar_dcgan import checkpoint
-from cifar_dcgan.config import flatten, load_params
+from cifar_dcgan.config import TrackingParams, flatten, load_params
+from cifar_dcgan.config.model import ModelParams
+from cifar_dcgan.config.train_gan import TrainGanParams
 from cifar_dcgan.errors import run_stage
 from cifar_dcgan.evaluator import Evaluator
 from cifar_dcgan.losses import LOSSES
 from cifar_dcgan.models import machine_tags, precision_notice
-from cifar_dcgan.tracking import NullTracker, prepared_dataset, stage_run
+from cifar_dcgan.tracker import NullTracker
+from cifar_dcgan.tracking import prepared_dataset, stage_run
 from cifar_dcgan.training import is_chief, make_strategy, train_gan
 
 
@@ -35,7 +38,7 @@ def main() -> None:
     parser.add_argument("--evaluator", type=Path, required=True)
     parser.add_argument("--reports", type=Path, required=True)
     args = parser.parse_args()
-    params = load_params(args.params, "tracking", "model", "train_gan")
+    params = load_params(args.params, TrackingParams, ModelParams, TrainGanParams)
     model, train = params["model"], params["train_gan"]
     strategy = make_strategy(train.distribute)  # before any other TensorFlow work
     if notice := precision_notice("train_gan.precision", train.precision):

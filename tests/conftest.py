@@ -24,6 +24,7 @@ import requests
 import yaml
 
 from cifar_dcgan.config import load_params, parse_section
+from cifar_dcgan.config.sections import SECTIONS
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
@@ -117,7 +118,6 @@ def repo_params() -> dict:
 @pytest.fixture(scope="session")
 def make_params(repo_params):
     """make_params("train_gan", epochs=1) -> that section as a validated dataclass."""
-    from cifar_dcgan.config import SECTIONS
 
     def make(section: str, **changes):
         values = copy.deepcopy(repo_params[section])
@@ -175,7 +175,7 @@ def set_params(root: Path, **sections) -> None:
     for section, changes in sections.items():
         params[section].update(changes)
     path.write_text(yaml.safe_dump(params, sort_keys=False))
-    load_params(path, *params)  # the edit itself must be valid
+    load_params(path, *(SECTIONS[name] for name in params))  # the edit itself must be valid
 
 
 SMALL_MODEL = {"d_filters": [8, 16, 16, 16], "g_seed_filters": 16, "g_filters": [16, 16, 16]}

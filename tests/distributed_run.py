@@ -30,8 +30,9 @@ strategy = make_strategy(distribute)
 import numpy as np  # noqa: E402
 from test_distribute import VARIANT  # noqa: E402
 
-from cifar_dcgan.config import SECTIONS, parse_section  # noqa: E402
-from cifar_dcgan.tracking import NullTracker  # noqa: E402
+from cifar_dcgan.config import parse_section  # noqa: E402
+from cifar_dcgan.config.sections import SECTIONS  # noqa: E402
+from cifar_dcgan.tracker import NullTracker  # noqa: E402
 from conftest import SMALL_MODEL, synthetic_images, tiny_training  # noqa: E402
 
 with open(Path(__file__).parents[1] / "params.yaml") as file:

@@ -9,12 +9,14 @@ import numpy as np
 import tensorflow as tf
 
 from cifar_dcgan.config import load_params
+from cifar_dcgan.config.model import ModelParams
+from cifar_dcgan.config.train_gan import TrainGanParams
 from cifar_dcgan.gan import DCGAN
 from cifar_dcgan.losses import LOSSES
 from cifar_dcgan.models import adam, build_discriminator, build_generator
 from cifar_dcgan.training import make_strategy, real_index_batches
 
-params = load_params(sys.argv[1], "model", "train_gan")
+params = load_params(sys.argv[1], ModelParams, TrainGanParams)
 model, train = params["model"], params["train_gan"]
 iterations = int(sys.argv[2])
 make_strategy(train.distribute)  # before any other TensorFlow work, as in the stage

@@ -91,8 +91,9 @@ def test_a_change_to_the_training_code_is_another_fingerprint(tmp_path, saved, c
     compute = (
         "import sys, numpy as np; sys.path.insert(0, 'tests'); from conftest import *; "
         "from cifar_dcgan import checkpoint; from cifar_dcgan.config import load_params; "
-        "p = load_params('params.yaml', 'model', 'train_gan'); "
-        "from cifar_dcgan.config import parse_section, SECTIONS; import dataclasses; "
+        "from cifar_dcgan.config.sections import SECTIONS; "
+        "p = load_params('params.yaml', SECTIONS['model'], SECTIONS['train_gan']); "
+        "from cifar_dcgan.config import parse_section; import dataclasses; "
         "m = parse_section('model', {**dataclasses.asdict(p['model']), **SMALL_MODEL}, SECTIONS['model']); "
         "print(checkpoint.fingerprint(m, p['train_gan'], synthetic_images(64).astype(np.float32), 'judge'))"
     )

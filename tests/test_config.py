@@ -5,14 +5,19 @@ import copy
 import pytest
 import yaml
 
-from cifar_dcgan.config import flatten, load_params
+from cifar_dcgan.config import TrackingParams, flatten, load_params
+from cifar_dcgan.config.model import ModelParams
+from cifar_dcgan.config.prepare import PrepareParams
+from cifar_dcgan.config.sanity import SanityParams
+from cifar_dcgan.config.sections import SECTIONS
+from cifar_dcgan.config.train_gan import TrainGanParams
 from cifar_dcgan.errors import PipelineError
 from conftest import REPO
 
 
 def test_shipped_params_are_valid_and_classic():
     params = load_params(
-        REPO / "params.yaml", "tracking", "prepare", "model", "train_gan", "train_discriminator_sanity"
+        REPO / "params.yaml", TrackingParams, PrepareParams, ModelParams, TrainGanParams, SanityParams
     )
     assert params["prepare"].url == "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
     assert params["prepare"].md5 == "c58f30108f718f92721af3b95e74349a"
@@ -132,14 +137,14 @@ def test_hinge_refuses_targets_that_are_not_a_side(tmp_path, repo_params, change
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(PipelineError, match=message):
-        load_params(path, "train_gan")
+        load_params(path, TrainGanParams)
     params["train_gan"] |= {"loss": "least_squares"}  # a least-squares target may be anything in [0, 1]
     path.write_text(yaml.safe_dump(params))
-    assert load_params(path, "train_gan")["train_gan"].loss == "least_squares"
+    assert load_params(path, TrainGanParams)["train_gan"].loss == "least_squares"
     params["train_gan"] |= {"loss": "hinge", "label_smoothing": 0.0, "label_noise": 0.0, "label_flip": 0.1}
     params["train_gan"]["diff_augment"] = ["cutout", "color"]
     path.write_text(yaml.safe_dump(params))
-    parsed = load_params(path, "train_gan")["train_gan"]  # flips swap sides: allowed
+    parsed = load_params(path, TrainGanParams)["train_gan"]  # flips swap sides: allowed
     assert (parsed.label_flip, parsed.diff_augment) == (0.1, ("cutout", "color"))
 
 
@@ -150,7 +155,7 @@ def test_bad_params_name_key_value_and_what_is_allowed(tmp_path, repo_params, se
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(PipelineError, match=message):
-        load_params(path, section)
+        load_params(path, SECTIONS[section])
 
 
 def test_missing_key_and_unknown_section(tmp_path, repo_params):
@@ -160,16 +165,16 @@ def test_missing_key_and_unknown_section(tmp_path, repo_params):
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(PipelineError, match=r"unknown section\(s\) \['trian_gan'\]"):
-        load_params(path, "train_gan")
+        load_params(path, TrainGanParams)
     del params["trian_gan"]
     path.write_text(yaml.safe_dump(params))
     with pytest.raises(PipelineError, match=r"missing key\(s\) train_gan.seed"):
-        load_params(path, "train_gan")
+        load_params(path, TrainGanParams)
 
 
 def test_unreadable_params_file(tmp_path):
     with pytest.raises(PipelineError, match="cannot read .*nope.yaml"):
-        load_params(tmp_path / "nope.yaml", "train_gan")
+        load_params(tmp_path / "nope.yaml", TrainGanParams)
     (tmp_path / "bad.yaml").write_text("train_gan: [unclosed")
     with pytest.raises(PipelineError, match="bad.yaml is not valid YAML"):
-        load_params(tmp_path / "bad.yaml", "train_gan")
+        load_params(tmp_path / "bad.yaml", TrainGanParams)

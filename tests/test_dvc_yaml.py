@@ -1,38 +1,46 @@
-"""dvc.yaml stays true to the code: every stage depends on each library module it imports."""
+"""dvc.yaml stays true to the code: each stage depends on exactly the library modules it
+runs, so that an edit reruns what it should and nothing more, and a training checkpoint is
+fingerprinted over the same training code."""
 
-import ast
 from pathlib import Path
 
 import yaml
 
+from cifar_dcgan import checkpoint, codebase
 from conftest import REPO
 
-
-def imported_modules(path: Path, seen: set[str]) -> set[str]:
-    """Files of src/cifar_dcgan/ that `path` imports, directly or through each other."""
-    for node in ast.walk(ast.parse(path.read_text())):
-        names = []
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cifar_dcgan"):
-            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
-        elif isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names if alias.name.startswith("cifar_dcgan")]
-        for name in names:
-            parts = name.split(".")
-            for candidate in (
-                (REPO / "src" / Path(*parts)).with_suffix(".py"),
-                REPO / "src" / Path(*parts) / "__init__.py",
-            ):
-                relative = str(candidate.relative_to(REPO))
-                if candidate.is_file() and relative not in seen:
-                    seen.add(relative)
-                    imported_modules(candidate, seen)
-    return seen
+STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 
-def test_every_stage_lists_the_library_modules_it_imports():
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-    for name, stage in stages.items():
-        script = REPO / stage["cmd"].split()[1]
-        needed = imported_modules(script, {"src/cifar_dcgan/__init__.py"}) | {str(script.relative_to(REPO))}
-        missing = needed - set(stage["deps"])
-        assert not missing, f"stage {name} imports {sorted(missing)} but does not list them in deps"
+def code_deps(stage: dict) -> set[str]:
+    return {dep for dep in stage["deps"] if dep.endswith(".py")}
+
+
+def needed(stage: dict) -> set[str]:
+    script = REPO / stage["cmd"].split()[1]
+    files = [script, *codebase.closure(script, REPO / "src")]
+    return {str(Path(path).resolve().relative_to(REPO)) for path in files}
+
+
+def test_every_stage_lists_the_library_modules_it_runs_and_no_other():
+    for name, stage in STAGES.items():
+        missing = needed(stage) - code_deps(stage)
+        stale = code_deps(stage) - needed(stage)
+        assert not missing, f"stage {name} runs {sorted(missing)} but does not list them in deps"
+        assert not stale, f"stage {name} lists {sorted(stale)} in deps but does not run them"
+
+
+def test_the_checkpoint_fingerprints_the_training_code_that_train_gan_depends_on():
+    code = {
+        str(path.relative_to(REPO))
+        for path in checkpoint.training_code(REPO / "src" / "cifar_dcgan" / "training.py")
+    }
+    assert code <= code_deps(STAGES["train-gan"])
+    assert "src/cifar_dcgan/training.py" in code and "src/cifar_dcgan/gan.py" in code
+
+
+def test_plots_messages_and_the_registry_are_not_training_code():
+    """Restyling a comparison plot or rewording a promotion message must not rerun training."""
+    deps = code_deps(STAGES["train-gan"])
+    for module in ("registry.py", "compare", "selection.py", "generate.py", "config/select.py"):
+        assert not any(dep.startswith(f"src/cifar_dcgan/{module}") for dep in deps), module

@@ -9,7 +9,7 @@ import pytest
 from cifar_dcgan import evaluator
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.models import build_generator
-from cifar_dcgan.tracking import NullTracker
+from cifar_dcgan.tracker import NullTracker
 from conftest import SMALL_MODEL, TINY_EVALUATOR, synthetic_images
 
 

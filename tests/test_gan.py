@@ -24,7 +24,8 @@ from cifar_dcgan.models import (
     native_bf16,
     precision_notice,
 )
-from cifar_dcgan.tracking import MlflowTracker, NullTracker
+from cifar_dcgan.tracker import NullTracker
+from cifar_dcgan.tracking import MlflowTracker
 from cifar_dcgan.training import train_gan
 from conftest import REPO, SMALL_MODEL, synthetic_images, tiny_training
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from mlflow import MlflowClient
 
+from cifar_dcgan import registry
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.generate import main
 from cifar_dcgan.registry import SHA_TAG, load_generator, promotion
@@ -98,7 +99,7 @@ def store(tmp_path, monkeypatch):
 
 def register(model, fcd: float, policy: str = "if_better"):
     with stage_run("select-generator", "registry", {}) as tracker:
-        return tracker.register_model(model, "gen", "champion", "test", {"fcd": str(fcd), **SAME}, policy)
+        return registry.publish(tracker, model, "gen", "champion", "test", {"fcd": str(fcd), **SAME}, policy)
 
 
 def champion(client) -> str:

@@ -5,7 +5,7 @@ import pytest
 
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.sanity import check_gate, train_sanity, write_reports
-from cifar_dcgan.tracking import NullTracker
+from cifar_dcgan.tracker import NullTracker
 from conftest import synthetic_images
 
 

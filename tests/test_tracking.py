@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from cifar_dcgan.tracking import repo_root, run_tags, tracking_uri
+from cifar_dcgan.store import repo_root, tracking_uri
+from cifar_dcgan.tracking import run_tags
 from conftest import REPO, start_server, stop_server
 
 
@@ -60,7 +61,7 @@ def test_an_explicit_sqlite_store_keeps_artifacts_beside_it_not_in_a_temporary_c
 
 
 def test_redacted_uris_hide_passwords():
-    from cifar_dcgan.tracking import redact
+    from cifar_dcgan.store import redact
 
     assert redact("http://user:secret@host:5000/x") == "http://***@host:5000/x"
     assert redact("sqlite:////a/mlflow.db") == "sqlite:////a/mlflow.db"
@@ -94,7 +95,8 @@ def test_a_tracking_server_down_mid_training_loses_no_value(tmp_path, make_param
 
     from mlflow import MlflowClient
 
-    from cifar_dcgan.tracking import MlflowTracker, NullTracker
+    from cifar_dcgan.tracker import NullTracker
+    from cifar_dcgan.tracking import MlflowTracker
     from cifar_dcgan.training import train_gan
     from conftest import SMALL_MODEL, synthetic_images, tiny_training
 

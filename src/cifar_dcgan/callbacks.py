@@ -22,7 +22,7 @@ from cifar_dcgan import checkpoint as checkpoint_lib
 from cifar_dcgan.evaluator import QUALITY, Evaluator
 from cifar_dcgan.images import save_grid
 from cifar_dcgan.models import latent_points, load_model
-from cifar_dcgan.tracking import Tracker
+from cifar_dcgan.tracker import Tracker
 from cifar_dcgan.training_state import TrainingState
 
 LOSSES = ("d1", "d2", "g")

@@ -22,7 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_dcgan.config import ModelParams, TrainGanParams
+from cifar_dcgan import codebase
+from cifar_dcgan.config.model import ModelParams
+from cifar_dcgan.config.train_gan import TrainGanParams
 
 FILE = "state.npz"
 
@@ -42,20 +44,22 @@ class Checkpoint:
     layout: list[list] = dataclasses.field(default_factory=list)  # [variable name, shape] per value
 
 
-# the modules whose code decides what training computes: a change to any of them starts over
-TRAINING_CODE = ("callbacks", "checkpoint", "config", "evaluator", "gan", "images", "models", "training")
-TRAINING_CODE += ("training_state", "losses", "augment")
-
-
 def code_digest() -> str:
-    """sha256 of the training code and of the TensorFlow and Keras versions running it."""
+    """sha256 of the training code (every file `cifar_dcgan.training` runs: its import closure,
+    this file included) and of the TensorFlow and Keras versions running it."""
     import keras
     import tensorflow as tf
 
     digest = hashlib.sha256(f"tensorflow {tf.__version__} keras {keras.__version__}".encode())
-    for name in TRAINING_CODE:
-        digest.update((Path(__file__).parent / f"{name}.py").read_bytes())
+    for path in training_code(Path(__file__).with_name("training.py")):
+        digest.update(path.relative_to(codebase.SOURCE).as_posix().encode())
+        digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+def training_code(training_module: Path) -> list[Path]:
+    """The files whose code decides what training computes: a change to any starts over."""
+    return sorted({Path(training_module).resolve(), *codebase.closure(training_module)})
 
 
 def layout(variables) -> list[list]:

@@ -35,8 +35,18 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_dcgan.config import BEFORE_ADDED
 from cifar_dcgan.errors import PipelineError
+
+# Keys added to `model` / `train_gan` after runs were first compared, at the value that does what
+# the pipeline did before the key existed (each arrived off). A run tracked before then counts as
+# these values in a comparison. A key added later belongs here, at its classic value.
+BEFORE_ADDED = {
+    "model.d_spectral_norm": False,
+    "train_gan.g_ema": 0.0,
+    "train_gan.loss": "bce",
+    "train_gan.d_steps": 1,
+    "train_gan.diff_augment": [],
+}
 
 SEED = "train_gan.seed"
 PRECISION = "train_gan.precision"
@@ -655,8 +665,11 @@ def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from cifar_dcgan.config import flatten, load_params
-    from cifar_dcgan.tracking import check_store, open_store, redact, stage_run, tracking_uri
+    from cifar_dcgan.config import TrackingParams, flatten, load_params
+    from cifar_dcgan.config.model import ModelParams
+    from cifar_dcgan.config.train_gan import TrainGanParams
+    from cifar_dcgan.store import check_store, open_store, redact, tracking_uri
+    from cifar_dcgan.tracking import stage_run
 
     parser = argparse.ArgumentParser(
         prog="cifar-dcgan-compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -686,7 +699,7 @@ def main(argv: list[str] | None = None) -> None:
             raise PipelineError(
                 f"--within-minutes {args.within_minutes:g}: give a positive number of minutes"
             )
-        params = load_params(args.params, "tracking", "model", "train_gan")
+        params = load_params(args.params, TrackingParams, ModelParams, TrainGanParams)
         experiment = args.experiment or params["tracking"].experiment
         uri = tracking_uri()
         check_store(uri)

@@ -28,10 +28,10 @@ import keras
 import numpy as np
 from keras import layers
 
-from cifar_dcgan.config import EvaluatorParams
+from cifar_dcgan.config.evaluator import EvaluatorParams
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.models import IMAGE_SHAPE, dtype_policy, fast_kernels
-from cifar_dcgan.tracking import Tracker
+from cifar_dcgan.tracker import Tracker
 
 CLASSES = 10
 CLASSIFIER_FILE = "classifier.keras"

@@ -21,7 +21,7 @@ import keras
 import tensorflow as tf
 
 from cifar_dcgan.augment import augment
-from cifar_dcgan.config import TrainGanParams
+from cifar_dcgan.config.train_gan import TrainGanParams
 from cifar_dcgan.losses import LOSSES, Loss
 from cifar_dcgan.models import fast_kernels, global_mean, replica_share, replicas
 

@@ -56,7 +56,7 @@ def load_generator(uri: str, allow_unsafe: bool = False):
 
     if uri.startswith(("models:/", "runs:/")):
         from cifar_dcgan.registry import load_generator as load_registered
-        from cifar_dcgan.tracking import tracking_uri
+        from cifar_dcgan.store import tracking_uri
 
         return fast_kernels(load_registered(uri, tracking_uri(), allow_unsafe))
     path = Path(uri)

@@ -20,7 +20,7 @@ import tensorflow as tf
 from keras import layers
 from tensorflow.python.ops import gen_nn_ops
 
-from cifar_dcgan.config import ModelParams
+from cifar_dcgan.config.model import ModelParams
 
 IMAGE_SHAPE = (32, 32, 3)
 

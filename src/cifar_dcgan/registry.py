@@ -25,6 +25,7 @@ from pathlib import Path
 import yaml
 
 from cifar_dcgan.errors import PipelineError
+from cifar_dcgan.store import redact, store_lock
 
 SHA_TAG = "keras_sha256"  # model-version tag: sha256 of data/model.keras
 KERAS_FILE = "data/model.keras"  # inside the logged MLflow model folder
@@ -76,8 +77,6 @@ def register(client, uri: str, run_id: str, name: str, alias: str, description: 
     as a new version of `name` with `tags` and that sha256, and move `alias` by `policy`."""
     import mlflow
 
-    from cifar_dcgan.tracking import store_lock
-
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     tags = {**{k: str(v) for k, v in tags.items()}, SHA_TAG: client.get_run(run_id).data.tags[SHA_TAG]}
@@ -93,6 +92,47 @@ def register(client, uri: str, run_id: str, name: str, alias: str, description: 
         if moved:
             client.set_registered_model_alias(name, alias, version)
     return Registration(version, moved, reason)
+
+
+def publish(tracker, model, name: str, alias: str, description: str, tags, promote: str) -> Registration:
+    """Log a Keras generator as an MLflow model of the tracker's run (native `.keras`, its
+    sha256 as the run tag `keras_sha256`), register it as a new version of `name` tagged with
+    `tags`, and move `alias` by the `promote` policy (`promotion`). The requirements name the
+    TensorFlow distribution actually installed."""
+    import keras
+    import mlflow.keras
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    client, run_id = tracker.client, tracker.run_id
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, int(model.input_shape[-1])))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *model.output_shape[1:]))]),
+    )
+    # explicit requirements: inferring them costs seconds per call
+    requirements = [tensorflow_requirement(), f"keras=={keras.__version__}"]
+    with tempfile.TemporaryDirectory() as folder:
+        saved = Path(folder) / "generator"
+        mlflow.keras.save_model(model, str(saved), signature=signature, pip_requirements=requirements)
+        client.set_tag(run_id, SHA_TAG, file_sha256(saved / KERAS_FILE))
+        client.log_artifacts(run_id, str(saved), "generator")
+    return register(client, tracker.uri, run_id, name, alias, description, tags, promote)
+
+
+def tensorflow_requirement() -> str:
+    """The pip requirement of the TensorFlow that is installed: `tensorflow-cpu`, `tensorflow`
+    (GPU machines) or another build, at its version."""
+    from importlib import metadata
+
+    for name in ("tensorflow-cpu", "tensorflow", "tensorflow-intel", "tensorflow-macos", "tf-nightly"):
+        try:
+            return f"{name}=={metadata.version(name)}"
+        except metadata.PackageNotFoundError:
+            continue
+    import tensorflow as tf
+
+    return f"tensorflow=={tf.__version__}"
 
 
 MODEL_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
@@ -127,8 +167,6 @@ def load_generator(uri: str, tracking: str, allow_unsafe: bool = False):
         with tempfile.TemporaryDirectory() as folder:
             return _open_verified(uri, base, expected, Path(folder), allow_unsafe)
     except MlflowException as error:
-        from cifar_dcgan.tracking import redact
-
         raise PipelineError(
             f"cannot load {uri} from the tracking store {redact(tracking)}: "
             f"{str(error).splitlines()[0]}; check the model name and alias"

@@ -9,7 +9,7 @@ import numpy as np
 
 from cifar_dcgan.callbacks import LOSSES, write_failures
 from cifar_dcgan.images import save_line_plot
-from cifar_dcgan.tracking import Tracker
+from cifar_dcgan.tracker import Tracker
 from cifar_dcgan.training_state import TrainingState
 
 

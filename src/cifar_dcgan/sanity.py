@@ -14,12 +14,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from cifar_dcgan.config import ModelParams, SanityParams
+from cifar_dcgan.config.model import ModelParams
+from cifar_dcgan.config.sanity import SanityParams
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.gan import accuracy, discriminator_update
 from cifar_dcgan.losses import bce
 from cifar_dcgan.models import adam, build_discriminator
-from cifar_dcgan.tracking import Tracker
+from cifar_dcgan.tracker import Tracker
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from pathlib import Path
 import matplotlib.image
 import numpy as np
 
-from cifar_dcgan.config import SelectParams
+from cifar_dcgan.config.select import SelectParams
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.evaluator import inception_fid
 from cifar_dcgan.images import plt

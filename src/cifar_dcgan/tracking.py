@@ -1,12 +1,9 @@
-"""Experiment tracking, injected: stages open an MLflow run and hand a Tracker to the library.
+"""Experiment tracking: stages open an MLflow run (`stage_run`) and hand its `MlflowTracker`
+to the library, which sees only the `cifar_dcgan.tracker.Tracker` interface.
 
-Training code only ever sees the small `Tracker` interface, so tracking can be switched off
-(`NullTracker`) without changing a single number the training computes.
-
-Where runs go: `MLFLOW_TRACKING_URI` when set; otherwise `sqlite:///<repo root>/mlflow.db`
-with artifacts in `<repo root>/mlartifacts`, where the repo root is `DVC_ROOT` when DVC
-runs the stage in a temporary copy (`dvc exp run --queue` / `--temp`), so that queued
-experiments land in the same store as `dvc repro`.
+Under `dvc exp run` the stage runs of one DVC experiment are nested under one parent run;
+each run is tagged with its stage, its commit and its DVC experiment. Where the store is and
+how it is opened: `cifar_dcgan.store`.
 """
 
 import contextlib
@@ -15,139 +12,47 @@ import os
 import subprocess
 import sys
 import time
-import urllib.parse
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from cifar_dcgan.errors import PipelineError
+from cifar_dcgan.store import (
+    check_store,
+    experiment_id,
+    open_store,
+    redact,
+    repo_root,
+    store_lock,
+    tracking_uri,
+)
 
 MAX_BATCH = 1000  # MLflow's limit of metric values per log_batch request
-EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}  # the UI's model-training view
 
 
-class Tracker(Protocol):
-    """What the library may tell the tracking store; implementations never change results."""
+class MetricWriter:
+    """Sends metric values to one run in batches, on a writer thread, and keeps what the store
+    refuses: sent again at the next flush; at the end retried for a while, and what still
+    cannot be stored is written to `spill_path` (JSON lines)."""
 
-    run_id: str | None
-
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None: ...
-
-    def log_history(self, key: str, values: Sequence[float], first_step: int) -> None: ...
-
-    def log_image(self, image: np.ndarray, key: str, step: int) -> None: ...
-
-    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None: ...
-
-    def set_tags(self, tags: Mapping[str, str]) -> None: ...
-
-    def log_dataset(self, dataset: Mapping[str, Any], context: str) -> None: ...
-
-    def flush(self, final: bool = True) -> None: ...
-
-    def register_model(
-        self, model, name: str, alias: str, description: str, tags: Mapping[str, Any], promote: str
-    ) -> Any: ...
-
-
-class NullTracker:
-    """Tracking switched off."""
-
-    run_id = None
-
-    def log_metrics(self, metrics, step):
-        pass
-
-    def log_history(self, key, values, first_step):
-        pass
-
-    def log_image(self, image, key, step):
-        pass
-
-    def log_artifact(self, path, artifact_path=None):
-        pass
-
-    def set_tags(self, tags):
-        pass
-
-    def log_dataset(self, dataset, context):
-        pass
-
-    def flush(self, final=True):
-        pass
-
-    def register_model(self, model, name, alias, description, tags, promote):
-        return None
-
-
-class MlflowTracker:
-    """Logs to one MLflow run through `MlflowClient`, on a writer thread of its own.
-
-    Metric histories and image grids are handed to that thread, so training never waits for
-    the store. A tracking store that fails mid-training (a locked database, a server
-    restarting) never stops the training: refused metric values are kept and sent again at
-    the next flush; at the end they are retried for a while, and what still cannot be stored
-    is written to `spill_path` (JSON lines). The run gets a `tracking_errors` tag saying what
-    happened.
-    """
-
-    def __init__(
-        self,
-        client,
-        run_id: str,
-        uri: str,
-        spill_path: Path | None = None,
-        retries: int = 5,
-        retry_delay: float = 2.0,
-    ):
-        self.client, self.run_id, self.uri = client, run_id, uri
+    def __init__(self, client, run_id: str, uri: str, writer, spill_path, retries: int, retry_delay: float):
+        self.client, self.run_id, self.uri, self.writer = client, run_id, uri, writer
         self.spill_path, self.retries, self.retry_delay = spill_path, retries, retry_delay
-        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
         self.pending: list[tuple[Future, list]] = []  # (a sent batch, its metrics), not yet confirmed
-        self.uploads: list[Future] = []  # image grids being written
         self.backlog = []  # metrics the store refused, to send again
         self.errors: list[str] = []
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        self._log_batch([(key, value, step) for key, value in metrics.items()])
+    def log(self, points: list[tuple[str, float, int]]) -> None:
+        from mlflow.entities import Metric
 
-    def log_history(self, key: str, values: Sequence[float], first_step: int) -> None:
-        self._log_batch([(key, value, first_step + i) for i, value in enumerate(values)])
+        now = int(time.time() * 1000)
+        self._send([Metric(key, float(value), now, int(step)) for key, value, step in points])
 
-    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
-        self.uploads = [future for future in self.uploads if not future.done()]
-        self.uploads.append(
-            self.writer.submit(
-                self._safely, self.client.log_image, self.run_id, image, key=key, step=step, synchronous=True
-            )
-        )
-
-    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
-        self._safely(self.client.log_artifact, self.run_id, str(path), artifact_path)
-
-    def set_tags(self, tags: Mapping[str, str]) -> None:
-        for key, value in tags.items():
-            self._safely(self.client.set_tag, self.run_id, key, value)
-
-    def log_dataset(self, dataset: Mapping[str, Any], context: str) -> None:
-        """The data the run saw, as an MLflow dataset input (the runs table's Datasets column)."""
-        from mlflow.entities import Dataset, DatasetInput, InputTag
-
-        entity = Dataset(
-            name=dataset["name"],
-            digest=dataset["digest"],
-            source_type="url",
-            source=json.dumps({"url": redact(dataset["source"])}),
-            profile=json.dumps(dataset.get("profile", {})),
-        )
-        inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
-        self._safely(self.client.log_inputs, self.run_id, datasets=inputs)
-
-    def flush(self, final: bool = True) -> None:
+    def flush(self, final: bool) -> None:
         """Confirm what was sent. Refused values are sent again: once (`final=False`, between
         epochs) or until stored or out of retries (`final=True`, then spilled to a file)."""
         self._collect(wait=final)  # between epochs, a slow or dead store must not hold training
@@ -158,53 +63,8 @@ class MlflowTracker:
                 time.sleep(self.retry_delay)
             self._send(self.backlog)
             self._collect(wait=final)
-        if final:
-            wait_for(self.uploads)  # the run's own image grids, every one written or given up
-            self.uploads = []
         if final and self.backlog:
             self._spill()
-        if final and self.errors:
-            summary = f"{len(self.errors)} tracking error(s), first: {self.errors[0]}"
-            self.errors = []
-            self._safely(self.client.set_tag, self.run_id, "tracking_errors", summary[:5000])
-
-    def close(self) -> None:
-        self.writer.shutdown(wait=True)
-
-    def register_model(self, model, name, alias, description, tags, promote):
-        """Log a Keras generator as an MLflow model of this run (native `.keras`, its sha256 as
-        the run tag `keras_sha256`), register it as a new version of `name` tagged with `tags`,
-        and move `alias` by the `promote` policy (`registry.promotion`). The requirements name
-        the TensorFlow distribution actually installed."""
-        import tempfile
-
-        import keras
-        import mlflow.keras
-        from mlflow.models import ModelSignature
-        from mlflow.types import Schema, TensorSpec
-
-        from cifar_dcgan import registry
-
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, int(model.input_shape[-1])))]),
-            outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *model.output_shape[1:]))]),
-        )
-        # explicit requirements: inferring them costs seconds per call
-        requirements = [tensorflow_requirement(), f"keras=={keras.__version__}"]
-        with tempfile.TemporaryDirectory() as folder:
-            saved = Path(folder) / "generator"
-            mlflow.keras.save_model(model, str(saved), signature=signature, pip_requirements=requirements)
-            self.client.set_tag(
-                self.run_id, registry.SHA_TAG, registry.file_sha256(saved / registry.KERAS_FILE)
-            )
-            self.client.log_artifacts(self.run_id, str(saved), "generator")
-        return registry.register(self.client, self.uri, self.run_id, name, alias, description, tags, promote)
-
-    def _log_batch(self, points: list[tuple[str, float, int]]) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        self._send([Metric(key, float(value), now, int(step)) for key, value, step in points])
 
     def _send(self, metrics: list) -> None:
         if self.backlog is metrics:
@@ -238,6 +98,95 @@ class MlflowTracker:
             flush=True,
         )
 
+    def _spill(self) -> None:
+        lost = [
+            {"key": m.key, "value": m.value, "step": m.step, "timestamp": m.timestamp} for m in self.backlog
+        ]
+        self.errors.append(f"{len(lost)} value(s) could not be stored")
+        if self.spill_path is not None:
+            self.spill_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.spill_path, "a") as file:
+                file.writelines(json.dumps({"run_id": self.run_id, **m}) + "\n" for m in lost)
+            print(f"warning: {len(lost)} metric value(s) written to {self.spill_path} instead", flush=True)
+        self.backlog = []
+
+
+class MlflowTracker:
+    """Logs to one MLflow run through `MlflowClient`, on a writer thread of its own.
+
+    Metric histories and image grids are handed to that thread, so training never waits for
+    the store. A tracking store that fails mid-training (a locked database, a server
+    restarting) never stops the training: refused metric values are kept (`MetricWriter`),
+    other calls are tried three times. The run gets a `tracking_errors` tag saying what
+    happened.
+    """
+
+    def __init__(
+        self,
+        client,
+        run_id: str,
+        uri: str,
+        spill_path: Path | None = None,
+        retries: int = 5,
+        retry_delay: float = 2.0,
+    ):
+        self.client, self.run_id, self.uri = client, run_id, uri
+        self.writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-writer")
+        self.metrics = MetricWriter(client, run_id, uri, self.writer, spill_path, retries, retry_delay)
+        self.uploads: list[Future] = []  # image grids being written
+        self.errors: list[str] = []
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        self.metrics.log([(key, value, step) for key, value in metrics.items()])
+
+    def log_history(self, key: str, values: Sequence[float], first_step: int) -> None:
+        self.metrics.log([(key, value, first_step + i) for i, value in enumerate(values)])
+
+    def log_image(self, image: np.ndarray, key: str, step: int) -> None:
+        self.uploads = [future for future in self.uploads if not future.done()]
+        self.uploads.append(
+            self.writer.submit(
+                self._safely, self.client.log_image, self.run_id, image, key=key, step=step, synchronous=True
+            )
+        )
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        self._safely(self.client.log_artifact, self.run_id, str(path), artifact_path)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        for key, value in tags.items():
+            self._safely(self.client.set_tag, self.run_id, key, value)
+
+    def log_dataset(self, dataset: Mapping[str, Any], context: str) -> None:
+        """The data the run saw, as an MLflow dataset input (the runs table's Datasets column)."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        entity = Dataset(
+            name=dataset["name"],
+            digest=dataset["digest"],
+            source_type="url",
+            source=json.dumps({"url": redact(dataset["source"])}),
+            profile=json.dumps(dataset.get("profile", {})),
+        )
+        inputs = [DatasetInput(entity, tags=[InputTag("mlflow.data.context", context)])]
+        self._safely(self.client.log_inputs, self.run_id, datasets=inputs)
+
+    def flush(self, final: bool = True) -> None:
+        """Confirm the metrics sent (`MetricWriter.flush`); at the end also wait for the image
+        grids and tag the run with what went wrong."""
+        self.metrics.flush(final)
+        if not final:
+            return
+        wait_for(self.uploads)  # the run's own image grids, every one written or given up
+        self.uploads = []
+        errors, self.errors, self.metrics.errors = self.metrics.errors + self.errors, [], []
+        if errors:
+            summary = f"{len(errors)} tracking error(s), first: {errors[0]}"
+            self._safely(self.client.set_tag, self.run_id, "tracking_errors", summary[:5000])
+
+    def close(self) -> None:
+        self.writer.shutdown(wait=True)
+
     def _safely(self, call, *args, **kwargs) -> None:
         for attempt in range(3):
             try:
@@ -252,43 +201,6 @@ class MlflowTracker:
                 else:
                     time.sleep(1.0)
 
-    def _spill(self) -> None:
-        lost = [
-            {"key": m.key, "value": m.value, "step": m.step, "timestamp": m.timestamp} for m in self.backlog
-        ]
-        self.errors.append(f"{len(lost)} value(s) could not be stored")
-        if self.spill_path is not None:
-            self.spill_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(self.spill_path, "a") as file:
-                file.writelines(json.dumps({"run_id": self.run_id, **m}) + "\n" for m in lost)
-            print(f"warning: {len(lost)} metric value(s) written to {self.spill_path} instead", flush=True)
-        self.backlog = []
-
-
-def tensorflow_requirement() -> str:
-    """The pip requirement of the TensorFlow that is installed: `tensorflow-cpu`, `tensorflow`
-    (GPU machines) or another build, at its version."""
-    from importlib import metadata
-
-    for name in ("tensorflow-cpu", "tensorflow", "tensorflow-intel", "tensorflow-macos", "tf-nightly"):
-        try:
-            return f"{name}=={metadata.version(name)}"
-        except metadata.PackageNotFoundError:
-            continue
-    import tensorflow as tf
-
-    return f"tensorflow=={tf.__version__}"
-
-
-def redact(uri: str) -> str:
-    """`uri` without a password or user name (`http://user:secret@host` -> `http://***@host`)."""
-    parsed = urllib.parse.urlsplit(uri)
-    if not parsed.username and not parsed.password:
-        return uri
-    host = parsed.hostname or ""
-    netloc = f"***@{host}" + (f":{parsed.port}" if parsed.port else "")
-    return urllib.parse.urlunsplit(parsed._replace(netloc=netloc))
-
 
 def prepared_dataset(data_dir: Path) -> dict | None:
     """What `prepare` wrote about its data (`dataset.json`), or None for data prepared before it."""
@@ -296,17 +208,6 @@ def prepared_dataset(data_dir: Path) -> dict | None:
         return json.loads((data_dir / "dataset.json").read_text())
     except (OSError, ValueError):
         return None
-
-
-def repo_root(env: Mapping[str, str] | None = None) -> Path:
-    """The repository the stage belongs to, even when DVC runs it in a temporary copy."""
-    env = os.environ if env is None else env
-    return Path(env.get("DVC_ROOT") or os.getcwd()).resolve()
-
-
-def tracking_uri(env: Mapping[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    return env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root(env) / 'mlflow.db'}"
 
 
 def run_name(stage: str, env: Mapping[str, str] | None = None) -> str:
@@ -375,13 +276,13 @@ def stage_run(
         client = open_store(uri)
         all_tags = {**run_tags(stage), **(tags or {})}
         with store_lock(uri):  # parallel workers: one creates the experiment
-            experiment_id = _experiment_id(client, experiment, uri)
-        parent = _experiment_parent(client, experiment_id) or parent_run_id
+            experiment_key = experiment_id(client, experiment, uri)
+        parent = _experiment_parent(client, experiment_key) or parent_run_id
         if parent:
             all_tags["mlflow.parentRunId"] = parent
         run = _reopen(client, resume_run_id, all_tags) if resume_run_id else None
         if run is None:
-            run = client.create_run(experiment_id, run_name=all_tags["mlflow.runName"], tags=all_tags)
+            run = client.create_run(experiment_key, run_name=all_tags["mlflow.runName"], tags=all_tags)
     except MlflowException as error:
         _mark_parent(client, parent, "FAILED")
         raise PipelineError(
@@ -433,14 +334,14 @@ def _end_run(client, run_id: str, status: str, tracker, monitor) -> None:
                     time.sleep(1.0)
 
 
-def _experiment_parent(client, experiment_id: str) -> str | None:
+def _experiment_parent(client, experiment: str) -> str | None:
     """The parent run of the current DVC experiment (created on first use), or None outside one."""
     name = os.environ.get("DVC_EXP_NAME")
     if not name:
         return None
     quoted = name.replace("'", "\\'")
     found = client.search_runs(
-        [experiment_id],
+        [experiment],
         filter_string=f"tags.dvc_exp_name = '{quoted}' and tags.dvc_experiment = 'true'",
         max_results=1,
     )
@@ -455,7 +356,7 @@ def _experiment_parent(client, experiment_id: str) -> str | None:
     commit = _git("rev-parse", "HEAD")
     if commit:
         tags["mlflow.source.git.commit"] = commit
-    return client.create_run(experiment_id, run_name=name, tags=tags).info.run_id
+    return client.create_run(experiment, run_name=name, tags=tags).info.run_id
 
 
 def _mark_parent(client, parent: str | None, status: str) -> None:
@@ -516,74 +417,6 @@ def _reopen(client, run_id: str, tags: Mapping[str, str]):
         client.set_tag(run_id, key, value)
     client.update_run(run_id, status="RUNNING")  # last: a failure before it leaves the run as it was
     return run
-
-
-def check_store(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, before any work, when the tracking store cannot be reached."""
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme in ("http", "https"):
-        import requests
-
-        try:
-            requests.get(uri.rstrip("/") + "/health", timeout=timeout)
-        except requests.RequestException as error:
-            raise PipelineError(
-                f"the MLflow tracking server {redact(uri)} is unreachable ({type(error).__name__}); "
-                "start it, correct MLFLOW_TRACKING_URI, or unset it to track into ./mlflow.db"
-            ) from None
-    elif parsed.scheme == "sqlite":
-        folder = Path(uri.removeprefix("sqlite:///")).parent
-        if not folder.is_dir():
-            raise PipelineError(
-                f"tracking store {redact(uri)}: folder {folder} does not exist; "
-                "create it or fix MLFLOW_TRACKING_URI"
-            )
-
-
-@contextlib.contextmanager
-def store_lock(uri: str, timeout: float = 600.0) -> Iterator[None]:
-    """Hold `<database>.lock` while creating or migrating a SQLite store, or creating an
-    experiment in it: two workers that start at once on a new store (`dvc queue start -j 2`)
-    would otherwise both run MLflow's schema migrations and leave the database unusable.
-    A tracking server serialises this itself; nothing to lock then."""
-    if not uri.startswith("sqlite:///"):
-        yield
-        return
-    from filelock import FileLock, Timeout
-
-    path = f"{uri.removeprefix('sqlite:///')}.lock"
-    try:
-        with FileLock(path, timeout=timeout):
-            yield
-    except Timeout:
-        raise PipelineError(
-            f"the tracking store {redact(uri)} stayed locked for {timeout:.0f} s ({path}); "
-            "if no other stage is running, delete that file"
-        ) from None
-
-
-def open_store(uri: str):
-    """An `MlflowClient` on `uri` whose database exists and is migrated (done once, locked)."""
-    from mlflow import MlflowClient
-
-    with store_lock(uri):  # constructing the client creates and migrates the tables
-        return MlflowClient(tracking_uri=uri)
-
-
-def _experiment_id(client, name: str, uri: str) -> str:
-    """The experiment's id (created if new), tagged to open in MLflow's model-training view."""
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        # beside a SQLite store, never relative to the working folder: under `dvc exp run
-        # --queue` that is a temporary copy, deleted with the artifacts in it
-        location = None
-        if uri.startswith("sqlite:///"):
-            location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-        return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
-    if experiment.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
-        for key, value in EXPERIMENT_KIND.items():
-            client.set_experiment_tag(experiment.experiment_id, key, value)
-    return experiment.experiment_id
 
 
 def _git(*args: str) -> str | None:

@@ -21,14 +21,15 @@ import tensorflow as tf
 from cifar_dcgan import checkpoint as checkpoint_lib
 from cifar_dcgan.callbacks import Checkpointing, EpochLog, FailureGuard, Snapshots, finish_iteration_on_signal
 from cifar_dcgan.checkpoint import Checkpoint
-from cifar_dcgan.config import ModelParams, TrainGanParams
+from cifar_dcgan.config.model import ModelParams
+from cifar_dcgan.config.train_gan import TrainGanParams
 from cifar_dcgan.errors import PipelineError, TrainingInterrupted
 from cifar_dcgan.evaluator import Evaluator
 from cifar_dcgan.gan import DCGAN
 from cifar_dcgan.losses import LOSSES
 from cifar_dcgan.models import adam, build_discriminator, build_generator, dtype_policy
 from cifar_dcgan.reports import FinalReports
-from cifar_dcgan.tracking import Tracker
+from cifar_dcgan.tracker import Tracker
 from cifar_dcgan.training_state import TrainingState
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from cifar_dcgan import checkpoint as checkpoint_lib
 from cifar_dcgan.checkpoint import Checkpoint
-from cifar_dcgan.config import TrainGanParams
+from cifar_dcgan.config.train_gan import TrainGanParams
 
 
 @dataclasses.dataclass

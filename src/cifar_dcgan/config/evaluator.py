@@ -1,0 +1,46 @@
+"""The `train_evaluator` section: the offline judge behind FCD and KID (cifar_dcgan.evaluator)."""
+
+import dataclasses
+from typing import ClassVar, Literal
+
+from cifar_dcgan.config import CIFAR_TRAIN, TRAIN_IMAGES, check, check_count, check_seed
+
+
+@dataclasses.dataclass(frozen=True)
+class EvaluatorParams:
+    SECTION: ClassVar[str] = "train_evaluator"
+
+    filters: tuple[int, ...]  # conv widths, one block of two 3x3 convs + 2x2 max-pool each
+    pool: Literal["after", "between"]  # where a block's max-pool sits: after its two convs or between them
+    features: int  # width of the penultimate layer: the features FCD and KID compare
+    dropout: float  # dropout before the class layer
+    augment: bool  # random horizontal flips and shifts of up to 4 pixels while training
+    epochs: int  # passes over the training split
+    batch_size: int  # images per update
+    learning_rate: float  # AdamW peak learning rate, cosine-decayed to 0
+    warmup_epochs: float  # the learning rate rises linearly from 0 to the peak over these first epochs
+    weight_decay: float  # AdamW decoupled weight decay
+    precision: Literal["float32", "mixed_bfloat16", "mixed_float16", "auto"]  # while training only
+    seed: int  # weights, shuffling and augmentation
+
+    def __post_init__(self):
+        s = "train_evaluator"
+        check(
+            1 <= len(self.filters) <= 5 and min(self.filters) >= 1,
+            f"{s}.filters",
+            list(self.filters),
+            "a list of 1 to 5 positive widths (each block halves 32x32)",
+        )
+        check(self.features >= 2, f"{s}.features", self.features, "an integer >= 2")
+        check(0 <= self.dropout < 1, f"{s}.dropout", self.dropout, "0 <= x < 1")
+        check(self.epochs >= 1, f"{s}.epochs", self.epochs, "an integer >= 1")
+        check_count(f"{s}.batch_size", self.batch_size, 1, TRAIN_IMAGES, CIFAR_TRAIN)
+        check(self.learning_rate > 0, f"{s}.learning_rate", self.learning_rate, "a number > 0")
+        check(
+            0 <= self.warmup_epochs < self.epochs,
+            f"{s}.warmup_epochs",
+            self.warmup_epochs,
+            f"0 <= x < train_evaluator.epochs ({self.epochs})",
+        )
+        check(self.weight_decay >= 0, f"{s}.weight_decay", self.weight_decay, "a number >= 0")
+        check_seed(f"{s}.seed", self.seed)
