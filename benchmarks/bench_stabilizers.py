@@ -5,8 +5,8 @@ defaults against the same step with one stabilizer on (full-size models, batch 1
 
 The variants take turns round by round, in one process. Prints a Markdown table of median
 ms per iteration and the ratio to the classic step; nothing is asserted. A trick's effect
-on quality is the comparison's job (README, "Comparing configurations"); this says what
-it costs in time.
+on quality is the comparison's job (docs/comparing.md; the stabilizers' own in
+docs/results/stabilizers.md); this says what it costs in time.
 """
 
 import argparse
@@ -22,7 +22,8 @@ from cifar_dcgan.config.model import ModelParams
 from cifar_dcgan.config.train_gan import TrainGanParams
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = {  # (model changes, train_gan changes): each stabilizer alone, then the README's combination
+VARIANTS = {  # (model changes, train_gan changes): each stabilizer alone, then the combination
+    # of docs/results/stabilizers.md
     "classic": ({}, {}),
     "model.d_spectral_norm": ({"d_spectral_norm": True}, {}),
     "loss hinge": ({}, {"loss": "hinge"}),

@@ -1,5 +1,6 @@
-"""The README's commands, taken from README.md and run as written in a new shell: no
-`.venv/bin` on PATH, no PYTHONPATH, nothing but what the README's own lines set up."""
+"""The documentation's commands, taken from README.md and the docs/ pages and run as written
+in a new shell: no `.venv/bin` on PATH, no PYTHONPATH, nothing but what the pages' own lines
+set up."""
 
 import json
 import os
@@ -17,15 +18,27 @@ PROJECT_COMMANDS = ("dvc", "mlflow", "python", "cifar-dcgan-generate", "cifar-dc
 ACTIVATE = "source .venv/bin/activate"
 
 
-def readme_blocks() -> list[tuple[str, str]]:
-    """(the heading above it, the block's text) for every ```sh block of README.md."""
-    blocks, heading = [], ""
-    for part in re.split(r"(^#+ [^\n]*$|```sh\n.*?```)", (REPO / "README.md").read_text(), flags=re.M | re.S):
-        if part.startswith("#"):
-            heading = part.lstrip("#").strip()
-        elif part.startswith("```sh"):
-            blocks.append((heading, part[6:-3]))
+def pages() -> list[Path]:
+    """README.md, then every Markdown page under docs/: wherever a command is shown."""
+    return [REPO / "README.md", *sorted((REPO / "docs").rglob("*.md"))]
+
+
+def doc_blocks() -> list[tuple[str, str, str]]:
+    """(the page, the heading above it, the block's text) for every ```sh block of every page."""
+    blocks = []
+    for page in pages():
+        heading = ""
+        for part in re.split(r"(^#+ [^\n]*$|```sh\n.*?```)", page.read_text(), flags=re.M | re.S):
+            if part.startswith("#"):
+                heading = part.lstrip("#").strip()
+            elif part.startswith("```sh"):
+                blocks.append((str(page.relative_to(REPO)), heading, part[6:-3]))
     return blocks
+
+
+def python_snippets() -> list[str]:
+    """Every ```python block of every page."""
+    return [s for page in pages() for s in re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)]
 
 
 def command_lines(block: str) -> list[str]:
@@ -39,16 +52,27 @@ def command_lines(block: str) -> list[str]:
 
 
 def block_under(heading: str) -> str:
-    (block,) = [text for title, text in readme_blocks() if title == heading][:1]
+    """The first block under `heading`, README.md first, then the docs/ pages."""
+    (block,) = [text for _, title, text in doc_blocks() if title == heading][:1]
     return block
 
 
-def test_every_readme_block_activates_the_environment_before_a_project_command():
-    for heading, block in readme_blocks():
+def test_every_documented_block_activates_the_environment_before_a_project_command():
+    for page, heading, block in doc_blocks():
         lines = command_lines(block)
         for i, line in enumerate(lines):
             if line.split()[0] in PROJECT_COMMANDS:
-                assert ACTIVATE in lines[:i], f"README section '{heading}': `{line}` runs before `{ACTIVATE}`"
+                assert ACTIVATE in lines[:i], (
+                    f"{page}, section '{heading}': `{line}` runs before `{ACTIVATE}`"
+                )
+
+
+def test_the_commands_the_slow_tests_run_are_still_shown():
+    """A page edit that drops or renames what the end-to-end tests below run fails here, fast."""
+    for heading in ("Without internet", "A seed sweep", "The comparison", "`dvc exp show` for a sweep"):
+        assert command_lines(block_under(heading))[0] == ACTIVATE, heading
+    (snippet,) = python_snippets()
+    assert "import" in snippet
 
 
 def fresh_shell(project: Path) -> dict[str, str]:
@@ -139,8 +163,8 @@ def test_the_offline_command_runs_the_pipeline_in_a_new_shell_and_tracks_one_run
         except metadata.PackageNotFoundError:
             pass
     assert installed[0] in requirements.read_text().split()
-    # the README's safe way to load the champion from Python, run as written
-    (snippet,) = re.findall(r"```python\n(.*?)```", (REPO / "README.md").read_text(), flags=re.S)
+    # the documented safe way to load the champion from Python, run as written
+    (snippet,) = python_snippets()
     prelude = (
         "import numpy as np\nz = np.random.default_rng(0).standard_normal((3, 100)).astype(np.float32)\n"
     )
@@ -160,7 +184,7 @@ def wait_for_queue(project: Path, env: dict[str, str], minutes: float) -> str:
 
 @pytest.mark.slow
 def test_the_readme_sweep_queues_seeds_trains_the_evaluator_once_and_compares(project, archive):
-    """The README's sweep (2 seeds a side instead of 3, tiny params instead of QUICK), then
+    """The documented sweep (2 seeds a side instead of 3, tiny params instead of QUICK), then
     its comparison and its compact `dvc exp show`."""
     from mlflow import MlflowClient
 

@@ -10,7 +10,7 @@ from conftest import free_port, run, start_server, stop_server, tiny_pipeline
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 # MLflow 3.17's UI takes its GenAI / model-training switch from the browser (or this query),
-# not from the experiment's kind tag; the README gives users this same link
+# not from the experiment's kind tag; docs/tracking.md gives users this same link
 MODEL_TRAINING = "workflowType=machine_learning"
 
 
