@@ -1,13 +1,25 @@
 """cifar-dcgan-compare on runs with known numbers, made in a temporary MLflow store."""
 
 import json
+import math
 
 import numpy as np
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from cifar_dcgan.compare import detection, main, plot_curves
+from cifar_dcgan.compare.cli import main
+from cifar_dcgan.compare.plots import plot_curves
+from cifar_dcgan.compare.stats import (
+    detection,
+    mean_curve,
+    mean_interval,
+    reaches,
+    seconds_per_iteration,
+    to_threshold,
+    training_seconds,
+    welch_difference,
+)
 from conftest import REPO
 
 BASE = {"train_gan.label_smoothing": "0.0", "train_gan.fcd_samples": "5000", "train_gan.epochs": "200"}
@@ -392,3 +404,44 @@ def test_the_report_is_logged_to_its_own_mlflow_run(store, tmp_path):
     assert run.info.status == "FINISHED" and run.info.run_name.endswith("/compare")
     logged = sorted(a.path for a in client.list_artifacts(run.info.run_id, "compare"))
     assert logged == [f"compare/{n}" for n in ("comparison.json", "fcd_curves.png", "grids.png", "report.md")]
+
+
+def test_welch_interval_is_scipys():
+    from scipy import stats as scipy_stats
+
+    group, baseline = [31.0, 35.5, 29.0, 40.0], [22.0, 24.5, 21.0]
+    found = welch_difference(group, baseline)
+    test = scipy_stats.ttest_ind(group, baseline, equal_var=False)
+    interval = test.confidence_interval(confidence_level=0.95)
+    assert found["difference"] == pytest.approx(np.mean(group) - np.mean(baseline))
+    assert found["df"] == pytest.approx(test.df)
+    assert (found["low"], found["high"]) == pytest.approx((interval.low, interval.high))
+    assert welch_difference([30.0], baseline)["low"] is None  # one seed: no interval
+    same = welch_difference([5.0, 5.0], [3.0, 3.0])
+    assert (same["low"], same["high"], same["df"]) == (2.0, 2.0, float("inf"))
+
+
+def test_mean_interval_is_the_t_interval():
+    from scipy import stats as scipy_stats
+
+    values = [20.0, 22.0, 27.0, 23.0]
+    found = mean_interval(values)
+    low, high = scipy_stats.t.interval(0.95, 3, loc=np.mean(values), scale=scipy_stats.sem(values))
+    assert (found["n"], found["sd"]) == (4, pytest.approx(np.std(values, ddof=1)))
+    assert (found["low"], found["high"]) == pytest.approx((low, high))
+    assert mean_interval([7.0]) == {"n": 1, "mean": 7.0, "sd": None, "low": None, "high": None}
+
+
+def test_time_to_threshold_and_the_mean_curve():
+    curve, seconds = {1: 50.0, 2: 30.0, 3: 25.0}, {1: 60.0, 2: 40.0, 3: 50.0}
+    assert reaches(curve, seconds, 100, 30.0) == (100.0, 200)  # first at or below 30: epoch 2
+    assert reaches(curve, seconds, 100, 20.0) is None
+    assert training_seconds(seconds, 3) == 150.0 and training_seconds({1: 60.0, 3: 50.0}, 3) == math.inf
+    assert seconds_per_iteration(seconds, 100) == pytest.approx(0.5)
+    assert seconds_per_iteration({}, 100) is None and seconds_per_iteration(seconds, 0) is None
+    hits = to_threshold([(100.0, 200), None, (140.0, 300)])
+    assert hits == {"reached_threshold": 2, "seconds_to_threshold": 120.0, "iterations_to_threshold": 250.0}
+    assert to_threshold([None])["seconds_to_threshold"] is None
+    mean = mean_curve([{1: 40.0, 2: 30.0}, {1: 44.0}])  # the second seed has no epoch 2
+    assert mean["epoch"] == [1, 2] and mean["mean"] == [42.0, 30.0] and mean["n"] == [2, 1]
+    assert mean["low"][1] is None and mean["low"][0] < 42.0 < mean["high"][0]

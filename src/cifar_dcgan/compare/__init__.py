@@ -1,0 +1,28 @@
+"""Did it help? Compare training configurations across seeds, from the tracked runs.
+
+    cifar-dcgan-compare                      # every finished train-gan run of the experiment
+    cifar-dcgan-compare --runs base-1 base-2 base-3 smooth-1 smooth-2 smooth-3
+    cifar-dcgan-compare --baseline train_gan.label_smoothing=0.0 --fcd-threshold 60
+
+Reads the finished `train-gan` runs of the MLflow experiment (`tracking.experiment`), groups
+them by the params that differ between them (the seed aside: runs that differ only in
+`train_gan.seed` are replicates), and compares every group with a baseline group: the one at
+the values of `params.yaml`, or the one `--baseline key=value ...` names.
+
+Per group: the seeds, mean and 95% t-interval of best FCD, last FCD, KID, class entropy and
+diversity, the FCD curve, seconds per iteration, and the training wall-clock and iterations
+until FCD first reaches the threshold. Against the baseline: the difference of mean best FCD
+with its 95% Welch interval and a verdict in words; when it finds no difference, what a sweep
+would need to tell one (the difference as many seeds show 80% of the time, and the seeds per
+arm the observed one would take). With fewer than ~8 seeds per group a bootstrap has too few
+distinct resamples, so the intervals are t-intervals.
+
+Writes `report.md` (also printed), `comparison.json`, `fcd_curves.png` and `grids.png` into
+`--out` (default `reports/compare`) and logs them to an MLflow run (stage `compare`).
+"""
+
+# runs.py    the runs of the MLflow store, and their grouping by configuration
+# stats.py   the statistics, as pure functions of numbers
+# report.py  the result as data (comparison.json) and as markdown (report.md)
+# plots.py   fcd_curves.png and grids.png
+# cli.py     the command line
