@@ -45,7 +45,7 @@ from cifar_dcgan.config import load_params
 from cifar_dcgan.config.evaluator import EvaluatorParams
 from cifar_dcgan.config.model import ModelParams
 from cifar_dcgan.config.train_gan import TrainGanParams
-from cifar_dcgan.models import native_bf16
+from cifar_dcgan.machine import native_bf16
 
 REPO = Path(__file__).resolve().parents[1]
 

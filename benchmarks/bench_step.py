@@ -12,14 +12,8 @@ import numpy as np
 import tensorflow as tf
 
 from cifar_dcgan import evaluator
-from cifar_dcgan.models import (
-    adam,
-    build_discriminator,
-    build_generator,
-    cpuinfo_values,
-    latent_points,
-    machine_tags,
-)
+from cifar_dcgan.machine import cpuinfo_values, machine_tags
+from cifar_dcgan.models import adam, build_discriminator, build_generator, latent_points
 from cifar_dcgan.training import build_gan, real_index_batches
 
 # fp32 FLOP per cycle per core: two FMA pipes x lanes x 2 FLOP; 512-bit pipes with AVX-512

@@ -8,7 +8,7 @@ TensorFlow op's time is summed by kind: conv forward, backprop-input and backpro
 the same three for conv-transpose, dense, elementwise (activations, bias, dropout,
 tanh/sigmoid, batch norm, casts), optimizer updates, random draws, gather, loss, other. The
 kernel column says who ran the op: oneDNN (TensorFlow's `_Mkl` ops), TensorFlow's own Eigen
-kernels, or XLA (the bf16 activations and biases, `cifar_dcgan.models.fast_kernels`). A
+kernels, or XLA (the bf16 activations and biases, `cifar_dcgan.kernels.fast_kernels`). A
 second pass, run with `ONEDNN_VERBOSE=1`, lists the oneDNN implementation of each primitive
 (AMX, avx512_core_bf16, avx2, a reference kernel ...); it is empty where
 TensorFlow does not use oneDNN. TensorFlow turns oneDNN on by itself only on CPUs with
@@ -24,7 +24,7 @@ exact result to bf16 (what a kernel that sums in float32, as oneDNN's bf16 kerne
 cannot avoid). About 1x: float32 sums; many times more: the kernel sums in bf16. Where
 TensorFlow has no bf16 kernels of bf16 hardware (no GPU, a CPU without AVX-512 bf16 or AMX)
 the step does not run these: its bf16 convolutions, conv-transposes and dense layers sum in
-float32 instead (`cifar_dcgan.models.fast_kernels`), and the table says so. Prints
+float32 instead (`cifar_dcgan.kernels.fast_kernels`), and the table says so. Prints
 Markdown; nothing is asserted.
 """
 
@@ -200,7 +200,7 @@ def bf16_numerics(batch: int = 32) -> dict[str, tuple[float, float]]:
         ),
         "dense": (tf.matmul, draw(batch * 4, 100), draw(100, 4 * 4 * 256)),
         # a conv-transpose's bias gradient (G's last, 32 x 32 x 128): TensorFlow's op, and the
-        # float32-accumulated sum the models use instead (cifar_dcgan.models._bias_add)
+        # float32-accumulated sum the models use instead (cifar_dcgan.kernels._bias_add)
         "bias gradient, TensorFlow's BiasAddGrad": (
             lambda dy, _: gen_nn_ops.bias_add_grad(dy),
             draw(batch, 32, 32, 128),
@@ -233,7 +233,7 @@ def main() -> None:
     sys.path.insert(0, str(Path(__file__).parent))
     from bench_step import cpu_name, project_step
 
-    from cifar_dcgan.models import native_bf16
+    from cifar_dcgan.machine import native_bf16
     from cifar_dcgan.training import make_strategy
 
     make_strategy("none")  # one op at a time, as train-gan runs them: an op's time is then its own

@@ -15,7 +15,7 @@ from cifar_dcgan.config import TrackingParams, flatten, load_params
 from cifar_dcgan.config.select import SelectParams
 from cifar_dcgan.config.train_gan import TrainGanParams
 from cifar_dcgan.errors import run_stage
-from cifar_dcgan.generate import load_generator
+from cifar_dcgan.models import load_model
 from cifar_dcgan.selection import select_generator, version_tags
 from cifar_dcgan.tracking import stage_run
 
@@ -62,7 +62,7 @@ def main() -> None:
         description = f"epoch {selection['epoch']} of training run {training_run_id}; {selection['rule']}"
         registration = registry.publish(
             tracker,
-            load_generator(str(args.out)),
+            load_model(args.out),
             p.model_name,
             p.alias,
             description,

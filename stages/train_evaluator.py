@@ -17,7 +17,7 @@ from cifar_dcgan import evaluator
 from cifar_dcgan.config import TrackingParams, flatten, load_params
 from cifar_dcgan.config.evaluator import EvaluatorParams
 from cifar_dcgan.errors import run_stage
-from cifar_dcgan.models import machine_tags, precision_notice
+from cifar_dcgan.machine import machine_tags, precision_notice
 from cifar_dcgan.tracking import prepared_dataset, stage_run
 
 

@@ -23,7 +23,7 @@ from cifar_dcgan.config.train_gan import TrainGanParams
 from cifar_dcgan.errors import run_stage
 from cifar_dcgan.evaluator import Evaluator
 from cifar_dcgan.losses import LOSSES
-from cifar_dcgan.models import machine_tags, precision_notice
+from cifar_dcgan.machine import machine_tags, precision_notice
 from cifar_dcgan.tracker import NullTracker
 from cifar_dcgan.tracking import prepared_dataset, stage_run
 from cifar_dcgan.training import is_chief, make_strategy, train_gan

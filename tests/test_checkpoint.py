@@ -22,9 +22,12 @@ def saved(tmp_path, make_params):
     print_ = checkpoint.fingerprint(model, params, images, "judge")
     rng = np.random.default_rng(0)
     values = [rng.standard_normal((5, 4)).astype(np.float32), np.arange(3, dtype=np.int64)]
+    progress = checkpoint.Progress(
+        epochs_done=1, losses=np.ones((4, 3), np.float32), rows=[{"epoch": 1}], eval_rng={"state": 1}
+    )
     state = checkpoint.Checkpoint(
-        fingerprint=print_, run_id="r1", epochs_done=1, values=values, losses=np.ones((4, 3), np.float32),
-        rows=[{"epoch": 1}], eval_rng={"state": 1}, layout=[["d/kernel", [5, 4]], ["iteration", [3]]],
+        fingerprint=print_, run_id="r1", values=values, layout=[["d/kernel", [5, 4]], ["iteration", [3]]],
+        progress=progress,
     )  # fmt: skip
     checkpoint.save(tmp_path / "ckpt", state)
     return tmp_path / "ckpt", print_, state

@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from cifar_dcgan import evaluator
+from cifar_dcgan import evaluator, fid
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.models import build_generator
 from cifar_dcgan.tracker import NullTracker
@@ -154,17 +154,17 @@ def test_true_fid_on_inception_features_ranks_noise_last():
     rng = np.random.default_rng(6)
     real = synthetic_images(96, seed=7).astype(np.float32) / 127.5 - 1.0
     noise = rng.uniform(-1, 1, (48, 32, 32, 3)).astype(np.float32)
-    same, note = evaluator.inception_fid(real[:48], real[48:], weights=None)
-    different, _ = evaluator.inception_fid(noise, real[48:], weights=None)
+    same, note = fid.inception_fid(real[:48], real[48:], weights=None)
+    different, _ = fid.inception_fid(noise, real[48:], weights=None)
     assert 0 <= same < different
     assert note.startswith("true FID (InceptionV3, ImageNet weights) on 48 generated vs. 48 real")
 
 
 def test_true_fid_says_in_one_line_why_it_was_skipped_or_gives_a_number():
     images = synthetic_images(8, seed=8).astype(np.float32) / 127.5 - 1.0
-    fid, note = evaluator.inception_fid(images, images)
-    if fid is None:  # offline, and the weights are not in ~/.keras/models
+    value, note = fid.inception_fid(images, images)
+    if value is None:  # offline, and the weights are not in ~/.keras/models
         assert note.startswith("true FID skipped: the InceptionV3 ImageNet weights could not be loaded (")
         assert "\n" not in note and "~/.keras/models" in note
     else:
-        assert np.isfinite(fid) and note.startswith("true FID")
+        assert np.isfinite(value) and note.startswith("true FID")

@@ -13,17 +13,8 @@ import tensorflow as tf
 
 from cifar_dcgan.gan import DCGAN
 from cifar_dcgan.losses import LOSSES
-from cifar_dcgan.models import (
-    adam,
-    build_discriminator,
-    build_generator,
-    cpu_description,
-    dtype_policy,
-    load_model,
-    machine_tags,
-    native_bf16,
-    precision_notice,
-)
+from cifar_dcgan.machine import cpu_description, dtype_policy, machine_tags, native_bf16, precision_notice
+from cifar_dcgan.models import adam, build_discriminator, build_generator, load_model
 from cifar_dcgan.tracker import NullTracker
 from cifar_dcgan.tracking import MlflowTracker
 from cifar_dcgan.training import train_gan
@@ -299,6 +290,19 @@ def test_the_faster_kernels_are_as_close_to_exact_as_keras_own_layers(make_param
         assert error < 1.5 * own_error + 1e-6, (weight.path, error, own_error)
 
 
+def test_where_a_gpu_is_visible_the_layers_compute_as_keras_built_them(make_params, monkeypatch):
+    """The kernel substitutions were measured on CPUs only: on a GPU, Keras' own layers run."""
+    from cifar_dcgan import kernels
+
+    model = make_params("model", **SMALL_MODEL)
+    patched = build_generator(model, 8, seed=0)
+    assert any("call" in vars(layer) for layer in patched.layers)  # the CPU's substitutions
+    monkeypatch.setattr(kernels, "gpu_visible", lambda: True)
+    for network in (build_generator(model, 8, seed=0), build_discriminator(model, seed=0)):
+        for layer in network.layers:
+            assert not {"call", "convolution_op"} & set(vars(layer)), layer.name
+
+
 def test_a_saved_bf16_generator_loads_summing_as_it_trained(tmp_path, make_params):
     with dtype_policy("mixed_bfloat16"):
         generator = build_generator(make_params("model"), 100, seed=1)
@@ -331,7 +335,7 @@ def failures(tmp_path):
 
 
 def test_detect_failure_finds_nan_and_a_winning_discriminator():
-    from cifar_dcgan.callbacks import detect_failure
+    from cifar_dcgan.epoch_end import detect_failure
 
     healthy = np.full((10, 3), 0.7)
     assert detect_failure(healthy, 5, 0.01) is None
@@ -423,7 +427,7 @@ def test_more_epochs_continue_a_finished_training_and_the_same_epochs_start_over
     same = checkpoint.load(tmp_path / "grown" / "ckpt", checkpoint.fingerprint(model, short, images), 2)
     assert same is None and "finished training of 2 epochs" in capsys.readouterr().out
     resume = checkpoint.load(tmp_path / "grown" / "ckpt", checkpoint.fingerprint(model, longer, images), 4)
-    assert resume.epochs_done == 2
+    assert resume.progress.epochs_done == 2
     train(longer, "grown", resume)
     train(longer, "straight")
     for name in ("losses.csv", "snapshots.csv"):

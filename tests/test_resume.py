@@ -1,5 +1,6 @@
 """Nothing lost: Ctrl-C during `dvc repro` checkpoints, and the rerun resumes to the same result."""
 
+import json
 import os
 import signal
 import subprocess
@@ -19,8 +20,9 @@ def configure(root, archive_path, md5):
     tiny_pipeline(root, archive_path, md5, limit=None, epochs=4, snapshot_every=2)
 
 
-def interrupt_during_epoch(root, epoch: int) -> subprocess.CompletedProcess:
-    """Run `dvc repro` and press Ctrl-C (SIGINT to its process group) during `epoch`."""
+def interrupt_during_epoch(root, epoch: int, after: str = "Epoch {epoch}/") -> subprocess.CompletedProcess:
+    """Run `dvc repro` and press Ctrl-C (SIGINT to its process group) during `epoch` (0.3 s
+    after the line that starts with `after`)."""
     env = {**project_env(root), "PYTHONUNBUFFERED": "1"}
     process = subprocess.Popen(
         ["dvc", "repro"],
@@ -34,7 +36,7 @@ def interrupt_during_epoch(root, epoch: int) -> subprocess.CompletedProcess:
     output = []
     for line in process.stdout:
         output.append(line)
-        if line.startswith(f"Epoch {epoch}/"):
+        if line.startswith(after.format(epoch=epoch)):
             time.sleep(0.3)
             os.killpg(process.pid, signal.SIGINT)
             break
@@ -129,3 +131,29 @@ def test_more_epochs_continue_the_finished_run(tmp_path, archive):
     _, runs = train_runs(root)
     assert len(runs) == 2 and all(r.info.status == "FINISHED" for r in runs)
     assert (root / "reports" / "train_gan" / "metrics.json").is_file()
+
+
+def test_ctrl_c_after_the_last_epoch_keeps_the_training_and_the_rerun_only_reports(tmp_path, archive):
+    """Ctrl-C while the finished training writes its reports (plots, uploads): the training is
+    done once its last checkpoint is saved; the rerun writes the reports and trains nothing."""
+    root = make_project(tmp_path / "p")
+    tiny_pipeline(root, *archive)  # 2 epochs of 4 iterations
+    stopped = interrupt_during_epoch(root, epoch=2, after="snapshot epoch {epoch}:")
+    rerun = run(["dvc", "repro"], root)
+    assert "training from scratch" not in rerun.stdout and "Epoch 1/" not in rerun.stdout, rerun.stdout
+    client, (train,) = train_runs(root)  # one training run, not a second one
+    assert train.info.status == "FINISHED", stopped.stdout[-3000:]
+    for key in ("d1", "fcd", "fcd_real_images"):
+        steps = [m.step for m in client.get_metric_history(train.info.run_id, key)]
+        assert steps == sorted(set(steps)), f"{key} logged twice: {steps}"
+    assert [m.step for m in client.get_metric_history(train.info.run_id, "d1")] == list(range(1, 9))
+    assert (root / "reports" / "train_gan" / "metrics.json").is_file()
+    assert (root / "models" / "generator.keras").is_file()
+
+    # restyling a comparison plot or rewording a registry message reruns no training
+    for name in ("compare/plots.py", "registry.py"):
+        with open(root / "src" / "cifar_dcgan" / name, "a") as file:
+            file.write("\n# an edit of a plot or a message\n")
+    status = run(["dvc", "status", "--json"], root).stdout
+    changed = set(json.loads(status))
+    assert changed == {"select-generator"}, status  # the registry's stage, and nothing upstream

@@ -16,7 +16,7 @@ would have. Applied in the order above, whatever the order of the list.
 
 import tensorflow as tf
 
-from cifar_dcgan.models import replica_share, replicas
+from cifar_dcgan.replicas import replica_share, replicas
 
 AUGMENTATIONS = ("color", "translation", "cutout")
 

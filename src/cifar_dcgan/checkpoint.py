@@ -2,11 +2,12 @@
 when training is interrupted (Ctrl-C, SIGTERM).
 
 It holds every variable of `DCGAN.state_variables()` (networks, optimizers, RNG states,
-iteration, this epoch's losses), the loss history of finished epochs, the snapshot rows, the
-evaluation RNG, the failure log and the MLflow run id, the name and shape of every variable,
-plus a fingerprint of the params, the data, the evaluator and the training code: a checkpoint
-made with other params, data or code is never resumed. Raising `train_gan.epochs` continues a
-finished training. Beside it, `epoch_000.png`: the probe grid drawn before training.
+iteration, this epoch's losses), the training's `Progress` (loss history, snapshot rows,
+failure log, ...), the MLflow run id, the name and shape of every variable, plus a
+fingerprint of the params, the data, the evaluator and the training code: a checkpoint made
+with other params, data or code is never resumed. Raising `train_gan.epochs` continues a
+finished training; a finished training whose reports were cut short writes them. Beside it,
+`epoch_000.png`: the probe grid drawn before training.
 
 A checkpoint that cannot be used (unreadable, truncated, from other params or code, or
 not matching the model's variables) is moved aside to `state.npz.rejected` with one line
@@ -30,18 +31,28 @@ FILE = "state.npz"
 
 
 @dataclasses.dataclass
+class Progress:
+    """What a training knows besides its weights, all of which a checkpoint keeps: a field
+    added here is saved, loaded and restored with nothing else to change."""
+
+    epochs_done: int = 0  # epochs whose end-of-epoch work (logging, snapshot) is complete
+    losses: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 3), np.float32))  # (its, 3)
+    rows: list[dict] = dataclasses.field(default_factory=list)  # one per snapshot
+    events: list[dict] = dataclasses.field(default_factory=list)  # detected failures and actions
+    restarts: int = 0
+    epoch_seconds: list[float] = dataclasses.field(default_factory=list)  # training time per epoch
+    eval_rng: dict | None = None  # the state of the RNG of D's held-out accuracy draws
+    fcd_floor: float | None = None  # FCD of as many real training images: the best reachable
+    reported: bool = False  # the finished training's reports are written (run.json, metrics.json)
+
+
+@dataclasses.dataclass
 class Checkpoint:
     fingerprint: str
     run_id: str | None
-    epochs_done: int  # epochs whose end-of-epoch work (logging, snapshot) is complete
     values: list[np.ndarray]  # in DCGAN.state_variables() order
-    losses: np.ndarray  # (epochs_done * steps_per_epoch, 3)
-    rows: list[dict]
-    eval_rng: dict
-    events: list[dict] = dataclasses.field(default_factory=list)  # detected failures so far
-    restarts: int = 0
-    epoch_seconds: list[float] = dataclasses.field(default_factory=list)  # training time per epoch
-    layout: list[list] = dataclasses.field(default_factory=list)  # [variable name, shape] per value
+    layout: list[list]  # [variable name, shape] per value
+    progress: Progress
 
 
 def code_digest() -> str:
@@ -84,24 +95,14 @@ def fingerprint(
 
 def save(folder: Path, checkpoint: Checkpoint) -> None:
     folder.mkdir(parents=True, exist_ok=True)
-    meta = {
-        k: getattr(checkpoint, k)
-        for k in (
-            "fingerprint",
-            "run_id",
-            "epochs_done",
-            "rows",
-            "eval_rng",
-            "events",
-            "restarts",
-            "epoch_seconds",
-            "layout",
-        )
-    }
+    progress = {k: v for k, v in dataclasses.asdict(checkpoint.progress).items() if k != "losses"}
+    meta = {"fingerprint": checkpoint.fingerprint, "run_id": checkpoint.run_id, "layout": checkpoint.layout}
     arrays = {f"v{i}": value for i, value in enumerate(checkpoint.values)}
     tmp = folder / f".{FILE}.tmp"
     with open(tmp, "wb") as file:
-        np.savez(file, meta=np.array(json.dumps(meta)), losses=checkpoint.losses, **arrays)
+        np.savez(
+            file, meta=np.array(json.dumps({**meta, **progress})), losses=checkpoint.progress.losses, **arrays
+        )
         file.flush()
         os.fsync(file.fileno())
     tmp.replace(folder / FILE)
@@ -109,7 +110,8 @@ def save(folder: Path, checkpoint: Checkpoint) -> None:
 
 def load(folder: Path, expected_fingerprint: str, epochs: int) -> Checkpoint | None:
     """The checkpoint in `folder` if this training (of `epochs` epochs) can continue from it,
-    else None, saying why. An unreadable one, or one of other params, data or code, is moved
+    or is that training finished but for its reports (interrupted while writing them), else
+    None, saying why. An unreadable one, or one of other params, data or code, is moved
     aside (`set_aside`); one of a training already `epochs` long is left (run again after a
     change DVC sees, e.g. of the stage script, it starts over)."""
     path = folder / FILE
@@ -120,7 +122,8 @@ def load(folder: Path, expected_fingerprint: str, epochs: int) -> Checkpoint | N
             meta = json.loads(str(data["meta"]))
             values = [data[f"v{i}"] for i in range(len(data.files) - 2)]
             losses = data["losses"]
-        checkpoint = Checkpoint(values=values, losses=losses, **meta)
+        own = {key: meta.pop(key) for key in ("fingerprint", "run_id", "layout")}
+        checkpoint = Checkpoint(values=values, progress=Progress(losses=losses, **meta), **own)
         if [list(v.shape) for v in values] != [shape for _, shape in checkpoint.layout]:
             raise ValueError("the stored arrays do not have the recorded shapes")
     except Exception as error:  # a damaged zip fails in many ways (BadZipFile, NotImplementedError, ...)
@@ -129,9 +132,13 @@ def load(folder: Path, expected_fingerprint: str, epochs: int) -> Checkpoint | N
     if checkpoint.fingerprint != expected_fingerprint:
         set_aside(folder, "it was made with other params, data, evaluator or training code")
         return None
-    if checkpoint.epochs_done >= epochs:
+    done = checkpoint.progress.epochs_done
+    if done == epochs and not checkpoint.progress.reported:
+        print(f"checkpoint {path}: a finished training whose reports were not all written; writing them")
+        return checkpoint
+    if done >= epochs:
         print(
-            f"checkpoint {path} is of a finished training of {checkpoint.epochs_done} epochs, not fewer than "
+            f"checkpoint {path} is of a finished training of {done} epochs, not fewer than "
             f"train_gan.epochs = {epochs}; training from scratch"
         )
         return None

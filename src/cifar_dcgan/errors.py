@@ -27,8 +27,9 @@ def _terminate(signum, frame):
 
 
 def run_stage(main: Callable[[], None]) -> None:
-    """Run a stage's main(); a PipelineError becomes one clear line and exit code 2, an
-    interruption exit code 130 (Ctrl-C) or 128 + the signal's number (SIGTERM: 143)."""
+    """Run a stage's or a command's main(); a PipelineError becomes one clear line and exit
+    code 2, an interruption exit code 130 (Ctrl-C) or 128 + the signal's number (SIGTERM: 143).
+    Every entry point (stages/*.py, cifar-dcgan-generate, cifar-dcgan-compare) runs through it."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, _terminate)
     try:
@@ -37,5 +38,5 @@ def run_stage(main: Callable[[], None]) -> None:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt as interruption:
-        print(f"interrupted: {interruption or 'no checkpoint was due'}", file=sys.stderr)
+        print(f"interrupted{f': {interruption}' if str(interruption) else ''}", file=sys.stderr)
         sys.exit(128 + interruption.signum if isinstance(interruption, Terminated) else 130)

@@ -21,7 +21,6 @@ import dataclasses
 import hashlib
 import json
 import math
-import socket
 from pathlib import Path
 
 import keras
@@ -30,7 +29,9 @@ from keras import layers
 
 from cifar_dcgan.config.evaluator import EvaluatorParams
 from cifar_dcgan.errors import PipelineError
-from cifar_dcgan.models import IMAGE_SHAPE, dtype_policy, fast_kernels
+from cifar_dcgan.kernels import fast_kernels
+from cifar_dcgan.machine import dtype_policy
+from cifar_dcgan.models import IMAGE_SHAPE
 from cifar_dcgan.tracker import Tracker
 
 CLASSES = 10
@@ -311,42 +312,3 @@ def write_outputs(
     ]
     (reports_dir / "history.csv").write_text("\n".join(lines) + "\n")
     return metrics
-
-
-INCEPTION_SIZE = 299  # InceptionV3's input side; CIFAR images are upsampled bilinearly
-
-
-def inception_fid(
-    generated_images: np.ndarray, real_images: np.ndarray, weights: str | None = "imagenet"
-) -> tuple[float | None, str]:
-    """True FID (InceptionV3 pool features, ImageNet weights) of generated vs. real images in
-    [-1, 1]. Returns (fid, a one-line note); (None, why) when the weights cannot be loaded:
-    they download once into the Keras cache (~/.keras/models) on a machine with internet."""
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(60)  # a firewalled network fails the download instead of hanging
-    try:
-        inception = keras.applications.InceptionV3(
-            include_top=False, pooling="avg", weights=weights, input_shape=(INCEPTION_SIZE, INCEPTION_SIZE, 3)
-        )
-    except Exception as error:  # keras.utils.get_file raises a bare Exception when offline
-        return None, (
-            f"true FID skipped: the InceptionV3 ImageNet weights could not be loaded ({error}); "
-            "with internet access they download once into ~/.keras/models. FCD is unaffected"
-        )
-    finally:
-        socket.setdefaulttimeout(previous)
-    inputs = keras.Input(IMAGE_SHAPE)
-    upsampled = layers.Resizing(INCEPTION_SIZE, INCEPTION_SIZE, interpolation="bilinear")(inputs)
-    model = keras.Model(inputs, inception(upsampled))  # inputs in [-1, 1], as InceptionV3 expects
-    generated, real = (
-        model.predict(np.asarray(images, np.float32), batch_size=50, verbose=0).astype(np.float64)
-        for images in (generated_images, real_images)
-    )  # (n, 2048) each
-    fid = frechet_distance(
-        generated.mean(axis=0), np.cov(generated, rowvar=False), real.mean(axis=0), np.cov(real, rowvar=False)
-    )
-    return fid, (
-        f"true FID (InceptionV3, ImageNet weights) on {len(generated_images)} generated vs. "
-        f"{len(real_images)} real test images: {fid:.2f} (published FIDs use 50,000 images; "
-        "fewer images read higher)"
-    )

@@ -22,8 +22,9 @@ import tensorflow as tf
 
 from cifar_dcgan.augment import augment
 from cifar_dcgan.config.train_gan import TrainGanParams
+from cifar_dcgan.kernels import fast_kernels
 from cifar_dcgan.losses import LOSSES, Loss
-from cifar_dcgan.models import fast_kernels, global_mean, replica_share, replicas
+from cifar_dcgan.replicas import global_mean, replica_share, replicas
 
 DRAWS_PER_ITERATION = 8  # stateless random draws of one D (and G) step, each with its own seed
 
@@ -125,6 +126,36 @@ class GeneratorAverage:
         return self.shown
 
 
+def seen_by_d(params: TrainGanParams, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
+    """Images as D sees them: augmented with train_gan.diff_augment, else unchanged."""
+    return augment(images, params.diff_augment, seed) if params.diff_augment else images
+
+
+def training_side_state(discriminator: keras.Model) -> list:
+    """What D's training calls change besides its updates, kept unchanged by the G update:
+    batch-norm statistics and spectral norm's vectors (not the dropout RNG state), and the
+    kernels Keras' SpectralNormalization rewrites as W / sigma in each training call."""
+    statistics = [v for v in discriminator.non_trainable_variables if "seed_generator" not in v.path]
+    normalized = [
+        layer.kernel
+        for layer in discriminator.layers
+        if isinstance(layer, keras.layers.SpectralNormalization)
+    ]
+    return statistics + normalized
+
+
+def progress_bar(gan: keras.Model, values: dict) -> dict:
+    """The running means `fit()` shows (d1, d2, g, acc_real, acc_fake), updated with `values`."""
+    for name, value in values.items():
+        gan.trackers[name].update_state(value)
+    results = {name: tracker.result() for name, tracker in gan.trackers.items()}
+    if isinstance(gan.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        # Keras 3 reduces a multi-worker step's outputs along axis 0, which scalars lack
+        # (tensorflow/tensorflow#72388): give them one
+        results = {name: tf.reshape(value, [1]) for name, value in results.items()}
+    return results
+
+
 class DCGAN(keras.Model):
     """Holds G and D and their optimizers; `fit()` it on batches of real-image indices."""
 
@@ -150,16 +181,7 @@ class DCGAN(keras.Model):
         self.iteration = tf.Variable(0, dtype=tf.int64, trainable=False, aggregation=first)
         self.draws = StepDraws(params, generator.input_shape[-1], self.seed_generator, self.iteration)
         self.average = GeneratorAverage(generator, params.g_ema) if params.g_ema > 0 else None
-        # what D's training calls change besides its updates, kept unchanged by the G update:
-        # batch-norm statistics and spectral norm's vectors (not the dropout RNG state), and the
-        # kernels Keras' SpectralNormalization rewrites as W / sigma in each training call
-        self.d_statistics = [
-            v for v in discriminator.non_trainable_variables if "seed_generator" not in v.path
-        ] + [
-            layer.kernel
-            for layer in discriminator.layers
-            if isinstance(layer, keras.layers.SpectralNormalization)
-        ]
+        self.d_statistics = training_side_state(discriminator)
         self.built = True  # both networks are built; fit() under a strategy must not build it
         self.trackers = {
             name: keras.metrics.Mean(name=name) for name in ("d1", "d2", "g", "acc_real", "acc_fake")
@@ -197,10 +219,6 @@ class DCGAN(keras.Model):
         `train_gan.g_ema` the copy holding the moving average of its weights."""
         return self.average.snapshot() if self.average else self.generator
 
-    def seen_by_d(self, images: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
-        """Images as D sees them: augmented with train_gan.diff_augment, else unchanged."""
-        return augment(images, self.params.diff_augment, seed) if self.params.diff_augment else images
-
     def discriminator_step(self, real_indices, d_step: int):
         """Steps 1 and 2 on this replica's (half-batch / replicas,) real indices; returns
         d1, d2 and D's outputs on the real and on the generated images."""
@@ -212,7 +230,7 @@ class DCGAN(keras.Model):
         d1, real_predictions = discriminator_update(
             self.discriminator,
             self.d_optimizer,
-            self.seen_by_d(real_images, tf.random.experimental.stateless_fold_in(augment_seed, 0)),
+            seen_by_d(self.params, real_images, tf.random.experimental.stateless_fold_in(augment_seed, 0)),
             real_targets,
             self.loss.discriminator,
         )
@@ -223,7 +241,7 @@ class DCGAN(keras.Model):
         d2, fake_predictions = discriminator_update(
             self.discriminator,
             self.d_optimizer,
-            self.seen_by_d(fake_images, tf.random.experimental.stateless_fold_in(augment_seed, 1)),
+            seen_by_d(self.params, fake_images, tf.random.experimental.stateless_fold_in(augment_seed, 1)),
             fake_targets,
             self.loss.discriminator,
         )
@@ -238,7 +256,7 @@ class DCGAN(keras.Model):
         with tf.GradientTape() as tape:
             generated = self.generator(random_latent_vectors, training=True)  # (B / replicas, 32, 32, 3)
             predictions = self.discriminator(
-                self.seen_by_d(generated, self.draws.seed(7, k - 1)), training=True
+                seen_by_d(self.params, generated, self.draws.seed(7, k - 1)), training=True
             )
             g = self.loss.generator(predictions)
             scaled_g = scaled(self.g_optimizer, g / replicas())
@@ -264,18 +282,9 @@ class DCGAN(keras.Model):
             tf.tensor_scatter_nd_update(self.loss_history, [[row]], [tf.stack([d1, d2, g])])
         )
         self.iteration.assign_add(1)
-        values = {
-            "d1": d1,
-            "d2": d2,
-            "g": g,
-            "acc_real": accuracy(real_predictions, real=True, threshold=self.loss.threshold),
-            "acc_fake": accuracy(fake_predictions, real=False, threshold=self.loss.threshold),
-        }
-        for name, value in values.items():
-            self.trackers[name].update_state(value)
-        results = {name: tracker.result() for name, tracker in self.trackers.items()}
-        if isinstance(self.distribute_strategy, tf.distribute.MultiWorkerMirroredStrategy):
-            # Keras 3 reduces a multi-worker step's outputs along axis 0, which scalars lack
-            # (tensorflow/tensorflow#72388): give them one
-            results = {name: tf.reshape(value, [1]) for name, value in results.items()}
-        return results
+        threshold = self.loss.threshold
+        accuracies = (
+            accuracy(real_predictions, True, threshold),
+            accuracy(fake_predictions, False, threshold),
+        )
+        return progress_bar(self, dict(zip(self.trackers, (d1, d2, g, *accuracies))))

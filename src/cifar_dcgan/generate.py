@@ -11,6 +11,7 @@ or an interpolation strip between two latent points.
 
 import argparse
 import contextlib
+import functools
 import os
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cifar_dcgan.errors import PipelineError
+from cifar_dcgan.errors import PipelineError, run_stage
 from cifar_dcgan.images import save_grid, to_unit
 
 CHUNK = 1000  # images generated and written at a time: memory stays flat for any --n
@@ -48,17 +49,18 @@ def start_up_notices_dropped():
                     sys.stderr.write(line)
 
 
-def load_generator(uri: str, allow_unsafe: bool = False):
+def open_generator(uri: str, allow_unsafe: bool = False):
     """A Keras generator from a `.keras` file or an MLflow `models:/name@alias` URI (only the
     native `.keras` file this project registers, checked against its sha256 tag). Keras' safe
     mode refuses files whose layers carry Python code (Lambda) unless `allow_unsafe`."""
-    from cifar_dcgan.models import fast_kernels, load_model  # TensorFlow loads here
+    from cifar_dcgan.kernels import fast_kernels
+    from cifar_dcgan.models import load_model  # TensorFlow loads here
 
     if uri.startswith(("models:/", "runs:/")):
-        from cifar_dcgan.registry import load_generator as load_registered
+        from cifar_dcgan.registry import load_generator
         from cifar_dcgan.store import tracking_uri
 
-        return fast_kernels(load_registered(uri, tracking_uri(), allow_unsafe))
+        return fast_kernels(load_generator(uri, tracking_uri(), allow_unsafe))
     path = Path(uri)
     if not path.is_file():
         raise PipelineError(
@@ -110,6 +112,10 @@ def latents(args, latent_dim: int, chunk: int = CHUNK) -> Iterator[np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> None:
+    run_stage(functools.partial(generate, argv))
+
+
+def generate(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="cifar-dcgan-generate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -146,26 +152,22 @@ def main(argv: list[str] | None = None) -> None:
         )
     with start_up_notices_dropped():
         import keras  # noqa: F401  TensorFlow loads here
-    try:
-        generator = load_generator(args.model, args.allow_unsafe)
-        written, shown = 0, []
-        for points in latents(args, int(generator.input_shape[-1]), CHUNK):
-            images = generator.predict(points, verbose=0)  # (chunk, 32, 32, 3)
-            if args.grid:
-                shown.append(images)
-            if args.out_dir:
-                write_images(images, args.out_dir, first=written)
-            written += len(images)
+    generator = open_generator(args.model, args.allow_unsafe)
+    written, shown = 0, []
+    for points in latents(args, int(generator.input_shape[-1]), CHUNK):
+        images = generator.predict(points, verbose=0)  # (chunk, 32, 32, 3)
         if args.grid:
-            shown = np.concatenate(shown)
-            save_grid(
-                shown,
-                args.grid,
-                columns=len(shown) if args.interpolate else max(7, isqrt(len(shown) - 1) + 1),
-            )
-    except PipelineError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+            shown.append(images)
+        if args.out_dir:
+            write_images(images, args.out_dir, first=written)
+        written += len(images)
+    if args.grid:
+        shown = np.concatenate(shown)
+        save_grid(
+            shown,
+            args.grid,
+            columns=len(shown) if args.interpolate else max(7, isqrt(len(shown) - 1) + 1),
+        )
     print(f"generated {written} image(s) from {args.model}")
 
 

@@ -22,9 +22,8 @@ import numpy as np
 
 from cifar_dcgan.config.select import SelectParams
 from cifar_dcgan.errors import PipelineError
-from cifar_dcgan.evaluator import inception_fid
+from cifar_dcgan.fid import true_fid
 from cifar_dcgan.images import plt
-from cifar_dcgan.models import latent_points, load_model
 
 
 def read_snapshots(snapshots_csv: Path, snapshots_dir: Path) -> list[dict]:
@@ -128,18 +127,6 @@ def contact_sheet(rows: list[dict], chosen: int, grids_dir: Path, path: Path) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90, bbox_inches="tight")
     plt.close(figure)
-
-
-def true_fid(
-    generator_path: Path, test_images: np.ndarray, n: int, latent_distribution: str, seed: int = 0
-) -> tuple[float | None, str]:
-    """FID with InceptionV3 of `n` images of the generator vs. `n` real test images."""
-    generator = load_model(generator_path)
-    latents = latent_points(np.random.default_rng(seed), n, generator.input_shape[-1], latent_distribution)
-    real = test_images[
-        np.sort(np.random.default_rng(seed).choice(len(test_images), min(n, len(test_images)), replace=False))
-    ]
-    return inception_fid(generator.predict(latents, batch_size=500, verbose=0), real)
 
 
 def select_generator(

@@ -2,7 +2,9 @@
 
     python stages/train_gan.py   (what `dvc repro train-gan` runs)
 
-Outputs: `epoch_NNN.keras` generator snapshots; in the reports folder `losses.csv`
+The loop is Keras `fit()`; each epoch's end is `cifar_dcgan.epoch_end.EpochEnd`, the final
+reports `cifar_dcgan.reports`. Outputs: `epoch_NNN.keras` generator snapshots; in the
+reports folder `losses.csv`
 (d1/d2/g per iteration), `snapshots.csv` (one row per snapshot: D's accuracy, mean losses
 and, given an evaluator, FCD / KID / class score / class entropy / diversity),
 `metrics.json` (final and best numbers for `dvc exp show`), `grids/epoch_NNN.png` (7x7
@@ -19,18 +21,19 @@ import numpy as np
 import tensorflow as tf
 
 from cifar_dcgan import checkpoint as checkpoint_lib
-from cifar_dcgan.callbacks import Checkpointing, EpochLog, FailureGuard, Snapshots, finish_iteration_on_signal
-from cifar_dcgan.checkpoint import Checkpoint
+from cifar_dcgan.checkpoint import Checkpoint, Progress
 from cifar_dcgan.config.model import ModelParams
 from cifar_dcgan.config.train_gan import TrainGanParams
+from cifar_dcgan.epoch_end import EpochEnd, finish_iteration_on_signal
 from cifar_dcgan.errors import PipelineError, TrainingInterrupted
 from cifar_dcgan.evaluator import Evaluator
 from cifar_dcgan.gan import DCGAN
 from cifar_dcgan.losses import LOSSES
-from cifar_dcgan.models import adam, build_discriminator, build_generator, dtype_policy
-from cifar_dcgan.reports import FinalReports
+from cifar_dcgan.machine import dtype_policy, gpu_visible
+from cifar_dcgan.models import adam, build_discriminator, build_generator
+from cifar_dcgan.reports import write_final_reports
+from cifar_dcgan.snapshots import Snapshots
 from cifar_dcgan.tracker import Tracker
-from cifar_dcgan.training_state import TrainingState
 
 
 def make_strategy(distribute: str) -> tf.distribute.Strategy:
@@ -43,15 +46,17 @@ def make_strategy(distribute: str) -> tf.distribute.Strategy:
     elif distribute == "multi_worker":
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
     else:
+        strategy = tf.distribute.get_strategy()
+    if not gpu_visible():  # measured on CPUs only: on a GPU, TensorFlow's own behaviour is kept
         # one op at a time: concurrent ops let the step's float sums differ in their last bits
         # from run to run by the third iteration, which training amplifies; one at a time, with
         # sums_in_graph_order(), a run repeats bit for bit, and on 2 cores it is not slower (the
         # ops themselves still use every core). A process that already ran TensorFlow keeps
         # its threading.
-        with contextlib.suppress(RuntimeError):
-            tf.config.threading.set_inter_op_parallelism_threads(1)
-        strategy = tf.distribute.get_strategy()
-    sums_in_graph_order()
+        if distribute == "none":
+            with contextlib.suppress(RuntimeError):
+                tf.config.threading.set_inter_op_parallelism_threads(1)
+        sums_in_graph_order()
     return strategy
 
 
@@ -135,50 +140,55 @@ def train_gan(
     for folder in (snapshots_dir, reports_dir / "grids"):
         folder.mkdir(parents=True, exist_ok=True)
     gan = build_gan(model, params, real_images, steps, strategy)
-    state = TrainingState(
-        params,
-        checkpoint_lib.fingerprint(model, params, real_images, evaluator.digest if evaluator else ""),
-        checkpoint_dir,
-    )
-    snapshots = Snapshots(state, tracker, real_images, snapshots_dir, reports_dir, evaluator)
-    checkpointing = Checkpointing(state, tracker)
-    callbacks = keras.callbacks.CallbackList(
-        [FailureGuard(state, tracker, reports_dir), EpochLog(state, tracker), snapshots, checkpointing,
-         FinalReports(state, tracker, reports_dir, evaluator.digest if evaluator else None)],
-        model=gan,
-    )  # fmt: skip
-    snapshots.judge_real_images()
+    digest = evaluator.digest if evaluator else None
+    fingerprint = checkpoint_lib.fingerprint(model, params, real_images, digest or "")
+    snapshots = Snapshots(params, tracker, real_images, snapshots_dir, reports_dir, evaluator)
+    progress = resume.progress if resume else Progress()
+    progress.reported = False  # until this training's own reports are written
+    epoch_end = EpochEnd(params, tracker, snapshots, reports_dir, checkpoint_dir, fingerprint, progress)
+    epoch_end.set_model(gan)
+    if progress.fcd_floor is None:
+        progress.fcd_floor = snapshots.judge_real_images()
     if resume:
-        restore(gan, state, resume)
-        snapshots.redraw()
-        if int(gan.iteration.numpy()) // steps > resume.epochs_done:  # stopped before its epoch's end work
-            callbacks.on_epoch_end(resume.epochs_done)
+        restore(gan, resume, checkpoint_dir)
+        snapshots.redraw(progress.rows)
+        if int(gan.iteration.numpy()) // steps > progress.epochs_done:  # stopped before its epoch's end work
+            epoch_end.end(progress.epochs_done + 1)
         done = int(gan.iteration.numpy())
-        print(f"resuming at iteration {done} (epoch {done // steps + 1}) from {checkpoint_dir}", flush=True)
+        if progress.epochs_done >= params.epochs:
+            print(f"training finished at iteration {done}; writing its reports", flush=True)
+        else:
+            print(
+                f"resuming at iteration {done} (epoch {done // steps + 1}) from {checkpoint_dir}", flush=True
+            )
     snapshots.first_grid(
         gan.snapshot_generator(), checkpoint_dir / "epoch_000.png" if checkpoint_dir else None, bool(resume)
     )
-    state.last_good = state.capture(gan.state_variables(), tracker.run_id)
-    with finish_iteration_on_signal(state):
-        _fit_from(gan, callbacks, state, real_images, steps)
-        while state.restart_requested and not state.interrupted:
-            state.restart_requested, state.restarts = False, state.restarts + 1
-            checkpointing.go_back(seed=params.seed + 7919 * state.restarts)
-            print(f"restart {state.restarts} of {params.max_restarts} from iteration "
+    epoch_end.last_good = epoch_end.capture()
+    with finish_iteration_on_signal(epoch_end):
+        _fit_from(gan, epoch_end, real_images, steps)
+        while epoch_end.outcome == "restart" and not epoch_end.interrupted:
+            progress.restarts += 1
+            epoch_end.go_back(seed=params.seed + 7919 * progress.restarts)
+            print(f"restart {progress.restarts} of {params.max_restarts} from iteration "
                   f"{int(gan.iteration.numpy())} with a new seed", flush=True)  # fmt: skip
-            _fit_from(gan, callbacks, state, real_images, steps)
-    if state.interrupted:
-        checkpointing.save()
+            _fit_from(gan, epoch_end, real_images, steps)
+    if epoch_end.interrupted:
+        epoch_end.save_checkpoint()
         raise TrainingInterrupted(
-            f"training stopped by {state.interrupted} after iteration {int(gan.iteration.numpy())}; "
+            f"training stopped by {epoch_end.interrupted} after iteration {int(gan.iteration.numpy())}; "
             f"checkpoint saved in {checkpoint_dir}: run `dvc repro` again to resume"
         )
-    if state.stopped_by:
+    if epoch_end.stopped_by:
         raise PipelineError(
-            f"training stopped: failure '{state.stopped_by}' (see {reports_dir / 'failures.json'}); the "
+            f"training stopped: failure '{epoch_end.stopped_by}' (see {reports_dir / 'failures.json'}); the "
             "checkpoint and snapshots of the last good epoch are kept. Lower the learning rates or change "
             "train_gan.on_failure in params.yaml"
         )
+    # the last epoch's checkpoint is saved: training is done, whatever happens to the reports
+    write_final_reports(progress, params.fcd_samples, tracker, reports_dir, digest)
+    progress.reported = True
+    epoch_end.save_checkpoint()
     return gan
 
 
@@ -222,27 +232,26 @@ def build_gan(
     return gan
 
 
-def restore(gan: DCGAN, state: TrainingState, resume: Checkpoint) -> None:
-    """Weights, optimizers, RNG states and the training state from `resume`; a checkpoint whose
-    variables do not fit the model is moved aside (the fingerprint should have caught it)."""
+def restore(gan: DCGAN, resume: Checkpoint, checkpoint_dir: Path | None) -> None:
+    """Weights, optimizers and RNG states from `resume`; a checkpoint whose variables do not
+    fit the model is moved aside (the fingerprint should have caught it)."""
     expected = checkpoint_lib.layout(gan.state_variables())
     found = [[name, list(value.shape)] for (name, _), value in zip(resume.layout, resume.values)]
     if found != expected:
-        rejected = checkpoint_lib.set_aside(state.checkpoint_dir, "its variables do not fit the model")
+        rejected = checkpoint_lib.set_aside(checkpoint_dir, "its variables do not fit the model")
         raise PipelineError(f"the checkpoint does not fit the model; it was moved to {rejected}: run again")
     for variable, value in zip(gan.state_variables(), resume.values, strict=True):
         variable.assign(value)
-    state.restore(resume)
 
 
-def _fit_from(gan: DCGAN, callbacks, state: TrainingState, real_images, steps: int) -> None:
+def _fit_from(gan: DCGAN, epoch_end: EpochEnd, real_images, steps: int) -> None:
     """fit() from the current iteration: a partial epoch's remaining steps first, then whole epochs."""
-    params = state.params
+    params = epoch_end.train_params
     done = int(gan.iteration.numpy())
     parts = [(done // steps, steps - done % steps)] if done % steps else []
     parts.append((-(-done // steps), steps))
     for first_epoch, steps_this_part in parts:
-        if first_epoch >= params.epochs or not state.goes_on:
+        if first_epoch >= params.epochs or not epoch_end.goes_on:
             continue
         epochs = first_epoch + 1 if steps_this_part < steps else params.epochs
         dataset = real_index_batches(
@@ -253,7 +262,7 @@ def _fit_from(gan: DCGAN, callbacks, state: TrainingState, real_images, steps: i
             initial_epoch=first_epoch,
             epochs=epochs,
             steps_per_epoch=steps_this_part,
-            callbacks=callbacks.callbacks,
+            callbacks=[epoch_end],
             shuffle=False,
             verbose=1 if sys.stdout.isatty() else 2,
         )
