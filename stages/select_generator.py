@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+import cifar_dcgan.quiet_start  # noqa: F401  (first: TensorFlow loads without its start-up notices)
 from cifar_dcgan import registry
 from cifar_dcgan.config import TrackingParams, flatten, load_params
 from cifar_dcgan.config.select import SelectParams

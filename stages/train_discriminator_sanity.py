@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+import cifar_dcgan.quiet_start  # noqa: F401  (first: TensorFlow loads without its start-up notices)
 from cifar_dcgan import sanity
 from cifar_dcgan.config import TrackingParams, flatten, load_params
 from cifar_dcgan.config.model import ModelParams

@@ -35,8 +35,15 @@ def repo_root(env: Mapping[str, str] | None = None) -> Path:
 
 
 def tracking_uri(env: Mapping[str, str] | None = None) -> str:
+    """MLFLOW_TRACKING_URI, or the repository's `mlflow.db`. A relative SQLite path
+    (`sqlite:///rel.db`, as `mlflow ui` takes it) is taken relative to the repository, never
+    to DVC's temporary copy of it, where the runs would be deleted with the copy."""
     env = os.environ if env is None else env
-    return env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root(env) / 'mlflow.db'}"
+    uri = env.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root(env) / 'mlflow.db'}"
+    path = uri.removeprefix("sqlite:///")
+    if uri.startswith("sqlite:///") and not path.startswith(("/", ":memory:")):
+        uri = f"sqlite:///{repo_root(env) / path}"
+    return uri
 
 
 def check_store(uri: str, timeout: float = 5.0) -> None:
@@ -46,12 +53,18 @@ def check_store(uri: str, timeout: float = 5.0) -> None:
         import requests
 
         try:
-            requests.get(uri.rstrip("/") + "/health", timeout=timeout)
+            answer = requests.get(uri.rstrip("/") + "/health", timeout=timeout)
         except requests.RequestException as error:
             raise PipelineError(
                 f"the MLflow tracking server {redact(uri)} is unreachable ({type(error).__name__}); "
                 "start it, correct MLFLOW_TRACKING_URI, or unset it to track into ./mlflow.db"
             ) from None
+        if answer.status_code != 200 or answer.text.strip() != "OK":
+            raise PipelineError(
+                f"the MLflow tracking server {redact(uri)} is not healthy: /health answered HTTP "
+                f"{answer.status_code}, not 200 OK; check the server's log, or unset MLFLOW_TRACKING_URI "
+                "to track into ./mlflow.db"
+            )
     elif parsed.scheme == "sqlite":
         folder = Path(uri.removeprefix("sqlite:///")).parent
         if not folder.is_dir():
@@ -83,12 +96,34 @@ def store_lock(uri: str, timeout: float = 600.0) -> Iterator[None]:
         ) from None
 
 
+# MLflow retries a failing request 7 times over ~250 s (and waits 120 s for an answer): each
+# call of a stage would wait that long for a dead server. Bounded here, unless set by the user.
+HTTP_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
 def open_store(uri: str):
-    """An `MlflowClient` on `uri` whose database exists and is migrated (done once, locked)."""
+    """An `MlflowClient` on `uri` whose database exists and is migrated (done once, locked);
+    on a tracking server, with MLflow's retries of a failing request bounded (`HTTP_RETRIES`)."""
     from mlflow import MlflowClient
 
-    with store_lock(uri):  # constructing the client creates and migrates the tables
-        return MlflowClient(tracking_uri=uri)
+    if uri.startswith(("http://", "https://")):
+        for key, value in HTTP_RETRIES.items():
+            os.environ.setdefault(key, value)
+
+    try:
+        with store_lock(uri):  # constructing the client creates and migrates the tables
+            return MlflowClient(tracking_uri=uri)
+    except Exception as error:  # SQLAlchemy's OperationalError, raised through MLflow
+        if "database is locked" not in str(error):
+            raise
+        raise PipelineError(
+            f"the tracking store {redact(uri)} is locked by another process that holds a write open "
+            "(SQLite waited for it, then gave up); let that process finish or stop it, then run again"
+        ) from None
 
 
 def experiment_id(client, name: str, uri: str) -> str:

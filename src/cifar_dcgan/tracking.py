@@ -57,12 +57,21 @@ class MlflowTracker:
         self.metrics = MetricWriter(client, run_id, uri, self.writer, spill_path, retries, retry_delay)
         self.uploads: list[Future] = []  # image grids being written
         self.errors: list[str] = []
+        # a resumed run's last step per metric: steps up to it were logged before the
+        # interruption and are not logged again (an epoch redone after a crash)
+        self.logged_through: dict[str, int] = {}
+        self.failing = False  # a call just gave up: the next ones try once, so a dead store costs little
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        self.metrics.log([(key, value, step) for key, value in metrics.items()])
+        self._log([(key, value, step) for key, value in metrics.items()])
 
     def log_history(self, key: str, values: Sequence[float], first_step: int) -> None:
-        self.metrics.log([(key, value, first_step + i) for i, value in enumerate(values)])
+        self._log([(key, value, first_step + i) for i, value in enumerate(values)])
+
+    def _log(self, points: list[tuple[str, float, int]]) -> None:
+        new = [p for p in points if p[2] > self.logged_through.get(p[0], -1)]
+        if new:
+            self.metrics.log(new)
 
     def log_image(self, image: np.ndarray, key: str, step: int) -> None:
         self.uploads = [future for future in self.uploads if not future.done()]
@@ -96,7 +105,7 @@ class MlflowTracker:
     def flush(self, final: bool = True) -> None:
         """Confirm the metrics sent (`MetricWriter.flush`); at the end also wait for the image
         grids and tag the run with what went wrong."""
-        self.metrics.flush(final)
+        self.metrics.flush(final, retries=1 if self.failing else None)
         if not final:
             return
         wait_for(self.uploads)  # the run's own image grids, every one written or given up
@@ -104,22 +113,28 @@ class MlflowTracker:
         errors, self.errors, self.metrics.errors = self.metrics.errors + self.errors, [], []
         if errors:
             summary = f"{len(errors)} tracking error(s), first: {errors[0]}"
+            print(f"warning: the tracking store {redact(self.uri)}: {summary}"[:1000], flush=True)
             self._safely(self.client.set_tag, self.run_id, "tracking_errors", summary[:5000])
 
     def close(self) -> None:
         self.writer.shutdown(wait=True)
 
     def _safely(self, call, *args, **kwargs) -> None:
-        for attempt in range(3):
+        attempts = 1 if self.failing else 3
+        for attempt in range(attempts):
             try:
                 call(*args, **kwargs)
+                self.failing = False
                 return
             except Exception as error:  # tracking must never stop training
-                if attempt == 2:
+                if attempt == attempts - 1:
+                    first = str(error).splitlines()[0] if str(error) else ""
                     self.errors.append(
-                        f"{getattr(call, '__name__', 'call')}: {type(error).__name__}: {error}"[:400]
+                        f"{getattr(call, '__name__', 'call')}: {type(error).__name__}: {first}"[:400]
                     )
-                    print(f"warning: tracking call failed: {self.errors[-1]}", flush=True)
+                    if not self.failing:  # one line when the store starts failing, not one per call
+                        print(f"warning: tracking call failed: {self.errors[-1]}", flush=True)
+                    self.failing = True
                 else:
                     time.sleep(1.0)
 
@@ -215,6 +230,8 @@ def stage_run(
     run_id, status, tracker, monitor = run.info.run_id, "FAILED", None, None
     try:
         tracker = MlflowTracker(client, run_id, uri, spill_path=repo_root() / "mlflow-unlogged.jsonl")
+        if resume_run_id and run_id == resume_run_id:
+            tracker.logged_through = {m.key: m.step for m in run.data._metric_objs}  # latest step per key
         logged = run.data.params if resume_run_id and run.info.run_id == resume_run_id else {}
         changed = {k: f"{logged[k]} -> {v}" for k, v in params.items() if k in logged and logged[k] != str(v)}
         if changed:  # a resumed run given more epochs: MLflow params cannot change, so say it in tags
