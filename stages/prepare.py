@@ -28,7 +28,8 @@ def main() -> None:
     args = parser.parse_args()
     params = load_params(args.params, TrackingParams, PrepareParams)
     p = params["prepare"]
-    with stage_run("prepare", params["tracking"].experiment, flatten({"prepare": p})) as tracker:
+    tracked = {**flatten({"prepare": p}), "prepare.url": redact(p.url)}  # no password in the store
+    with stage_run("prepare", params["tracking"].experiment, tracked) as tracker:
         archive = cifar.fetch_archive(p.url, p.md5, args.cache, p.retries)
         summary = cifar.prepare(archive, p.md5, args.out, args.reports, p.limit, redact(p.url))
         tracker.log_metrics(

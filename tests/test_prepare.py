@@ -1,13 +1,22 @@
 """`prepare`: download, verification, safe parsing and the written arrays."""
 
+import dataclasses
+import gzip
+import hashlib
 import json
 import os
 import shutil
+import socket
+import sqlite3
 import subprocess
 import sys
+import tarfile
+from collections.abc import Iterable
+from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from cifar_dcgan import cifar
 from cifar_dcgan.errors import PipelineError
@@ -257,3 +266,204 @@ def test_prepare_on_the_full_mirror(full_mirror):
     train = np.load(out / "train_images.npy", mmap_mode="r")
     assert train.shape == (50_000, 32, 32, 3) and train.dtype == np.float32
     assert (summary.min_value, summary.max_value) == (-1.0, 1.0)
+
+
+@dataclasses.dataclass
+class Finished:
+    returncode: int
+    stdout: str
+    stderr: str
+    stderr_bytes: int
+    peak_mb: float  # the stage's own peak resident memory
+
+
+def run_prepare_stage(folder: Path, out: str = "data", reports: str = "reports", **prepare) -> Finished:
+    """Run stages/prepare.py in `folder` with the repository's params changed by `prepare`,
+    tracking into `folder`/mlflow.db; its output goes to files, its peak memory is measured."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["prepare"].update(prepare)
+    (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
+    command = [sys.executable, str(REPO / "stages" / "prepare.py"), "--out", out, "--reports", reports]
+    with open(folder / "stdout.txt", "w+b") as stdout, open(folder / "stderr.txt", "w+b") as stderr:
+        process = subprocess.Popen(command, cwd=folder, env=env, stdout=stdout, stderr=stderr)
+        _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage, not every child's
+        process.returncode = os.waitstatus_to_exitcode(status)
+        stdout.seek(0), stderr.seek(0)
+        return Finished(
+            process.returncode,
+            stdout.read(100_000).decode(errors="replace"),
+            stderr.read(100_000).decode(errors="replace"),
+            os.fstat(stderr.fileno()).st_size,
+            usage.ru_maxrss / 1024,
+        )
+
+
+def assert_one_error_line(finished: Finished, start: str) -> str:
+    """The stage failed with exit code 2 and a last stderr line starting with `start`, no traceback."""
+    assert finished.returncode == 2, finished.stderr[-2000:]
+    assert "Traceback" not in finished.stderr
+    last = finished.stderr.strip().splitlines()[-1]
+    assert last.startswith(start), last[:500]
+    return last
+
+
+def header(name: str, kind: bytes, size: int = 0, pax: dict | None = None) -> bytes:
+    """One tar header block (with its PAX header, if given), as tarfile writes it."""
+    info = tarfile.TarInfo(name)
+    info.type, info.size, info.pax_headers = kind, size, pax or {}
+    return info.tobuf(tarfile.PAX_FORMAT if pax else tarfile.GNU_FORMAT)
+
+
+def write_raw_tar(path: Path, chunks: Iterable[bytes]) -> str:
+    """Gzip hand-made tar blocks (then the end-of-archive blocks) into `path`; return its md5."""
+    with gzip.open(path, "wb", compresslevel=1) as archive:
+        for chunk in chunks:
+            archive.write(chunk)
+        archive.write(b"\0" * 2 * tarfile.BLOCKSIZE)
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def long_name_bomb(size: int) -> Iterable[bytes]:
+    """A GNU long-name header announcing a `size`-byte name, that name, and its member."""
+    yield header("././@LongLink", tarfile.GNUTYPE_LONGNAME, size)
+    for start in range(0, size, 2**20):
+        yield b"a" * min(2**20, size - start)
+    yield b"\0" * (-size % tarfile.BLOCKSIZE)
+    yield header(f"{cifar.ROOT}/data_batch_1", tarfile.REGTYPE)
+
+
+def test_a_tar_header_bomb_is_refused_in_bounded_memory_with_a_short_error(tmp_path):
+    # 150 MB of name in a few hundred KB: tarfile alone would hold it several times in memory
+    path = tmp_path / "bomb.tar.gz"
+    md5 = write_raw_tar(path, long_name_bomb(150 * 2**20))
+    assert path.stat().st_size < 2**20
+    finished = run_prepare_stage(tmp_path, url=str(path), md5=md5)
+    last = assert_one_error_line(finished, f"error: {path}: refused a GNU long name of {150 * 2**20} bytes")
+    assert "64 KiB" in last and len(last) < 1000
+    assert finished.stderr_bytes < 5000
+    assert finished.peak_mb < 500, f"peak memory {finished.peak_mb:.0f} MB"
+    assert not (tmp_path / "data").exists() and not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize(
+    "blocks, message",
+    [
+        (  # a PAX header of 1 MB
+            [header(f"{cifar.ROOT}/data_batch_1", tarfile.REGTYPE, pax={"path": "p" * 2**20})],
+            f"refused a PAX header of {2**20 + 14} bytes",
+        ),
+        (  # 200 empty long names in a row, each read by tarfile one level deeper
+            [header("././@LongLink", tarfile.GNUTYPE_LONGNAME)] * 200 + [header("x", tarfile.REGTYPE)],
+            "refused a GNU long name of 0 bytes",
+        ),
+        (  # a sparse member, whose map tarfile reads block after block
+            [header(f"{cifar.ROOT}/data_batch_1", tarfile.GNUTYPE_SPARSE)],
+            f"refused the sparse member '{cifar.ROOT}/data_batch_1'",
+        ),
+        (  # its folder 10,000 times: tarfile keeps every header it read
+            [header(cifar.ROOT, tarfile.DIRTYPE)] * 10_000,
+            "more than 32 members",
+        ),
+    ],
+    ids=["pax-header", "long-name-chain", "sparse", "many-members"],
+)
+def test_headers_far_beyond_the_layout_are_refused(tmp_path, blocks, message):
+    path = tmp_path / "headers.tar.gz"
+    md5 = write_raw_tar(path, blocks)
+    with pytest.raises(PipelineError, match=message):
+        prepare_into(tmp_path, path, md5)
+    assert_nothing_written(tmp_path)
+
+
+def test_a_member_name_is_quoted_on_one_line_and_cut(tmp_path):
+    name = "evil\n\x1b[31m" + "z" * 10_000
+    path = tmp_path / "named.tar.gz"
+    md5 = write_raw_tar(path, [header(name, tarfile.REGTYPE, pax={"path": name})])
+    with pytest.raises(PipelineError) as error:
+        prepare_into(tmp_path, path, md5)
+    message = str(error.value)
+    assert "unexpected member 'evil\\n\\x1b[31mzzz" in message and "z…'" in message
+    assert "\n" not in message and "\x1b" not in message and "z" * 200 not in message
+
+
+def closed_port() -> int:
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_a_password_in_the_url_is_neither_shown_nor_stored(tmp_path, archive, http_server):
+    password = "pw-7f2a9c"  # a word of its own: MLflow's schema has a "secrets" table
+    path, md5 = archive
+    shutil.copy(path, http_server.directory / path.name)
+    unreachable = f"http://user:{password}@127.0.0.1:{closed_port()}/cifar-10-python.tar.gz"
+    failed = run_prepare_stage(tmp_path, url=unreachable, md5=md5, retries=0)
+    assert_one_error_line(failed, "error: cannot reach http://***@127.0.0.1:")
+    assert password not in failed.stdout + failed.stderr
+    served = f"{http_server.url.replace('http://', f'http://user:{password}@')}/{path.name}"
+    done = run_prepare_stage(tmp_path, url=served, md5=md5, retries=0)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert password not in done.stdout + done.stderr
+    dataset = json.loads((tmp_path / "data" / "dataset.json").read_text())
+    assert dataset["source"] == served.replace(f"user:{password}@", "***@")
+    with sqlite3.connect(tmp_path / "mlflow.db") as store:
+        urls = store.execute("SELECT value FROM params WHERE key = 'prepare.url'").fetchall()
+        assert sorted(urls) == sorted(
+            [(unreachable.replace(f"user:{password}@", "***@"),), (dataset["source"],)]
+        )
+        for (table,) in store.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall():
+            rows = store.execute(f"SELECT * FROM {table}").fetchall()  # params, tags, dataset inputs...
+            assert password not in repr(rows), table
+    for file in tmp_path.rglob("*"):  # artifacts, prepared data, reports
+        if file.is_file() and file.name != "params.yaml":
+            assert password.encode() not in file.read_bytes(), file
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 20 MB tmpfs mounted for the test: a disk that fills up."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(folder)], capture_output=True, text=True
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs (needs root): {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+@pytest.fixture
+def large_archive(tmp_path):
+    """An archive whose prepared arrays take 29.5 MB: 5 x 400 training and 400 test images."""
+    path = tmp_path / "src" / "cifar-10-python.tar.gz"
+    return path, write_archive(path, official_members(per_batch=400))
+
+
+def test_a_full_disk_is_one_line_with_the_space_needed_and_leaves_nothing(
+    tmp_path, small_disk, large_archive
+):
+    path, md5 = large_archive
+    finished = run_prepare_stage(
+        tmp_path,
+        out=str(small_disk / "prepared"),
+        reports=str(small_disk / "reports"),
+        url=str(path),
+        md5=md5,
+    )
+    last = assert_one_error_line(finished, f"error: cannot write {small_disk / 'prepared'}: No space left")
+    assert "its files need 29.5 MB there; free some space" in last
+    assert os.listdir(small_disk) == []
+
+
+def test_a_full_disk_without_space_reservation_still_fails_cleanly(small_disk, large_archive, monkeypatch):
+    # a file system without posix_fallocate: the disk fills while the images are written
+    monkeypatch.delattr(os, "posix_fallocate")
+    path, md5 = large_archive
+    with pytest.raises(PipelineError, match="No space left on device; its files need 29.5 MB there"):
+        cifar.prepare(path, md5, small_disk / "prepared", small_disk / "reports", None)
+    assert os.listdir(small_disk) == []
