@@ -2,6 +2,9 @@
 
 import json
 import math
+import re
+import time
+import uuid
 
 import numpy as np
 import pytest
@@ -47,30 +50,43 @@ def add_run(
     resolved: str | None = None,
     onednn: str | None = None,
     cpu: str | None = None,
+    start: int = 1,
+    name: str | None = None,
+    tags: dict[str, str] | None = None,
+    overrides: dict[str, dict[int, float]] | None = None,
+    losses: bool = False,
     **params,
 ) -> str:
-    """A train-gan run as the stage logs it: params, tags, FCD and timing per epoch."""
+    """A train-gan run as the stage logs it: params, tags, FCD and timing per epoch from epoch
+    `start`, with `overrides` (metric -> epoch -> value) and, with `losses`, d1 per iteration."""
     client, experiment = store
-    tags = {"stage": "train-gan", "evaluator_digest": evaluator}
+    tags = {"stage": "train-gan", "evaluator_digest": evaluator, **(tags or {})}
     if resolved:
         tags["precision_resolved"] = resolved
     if onednn:
         tags["onednn"] = onednn
     if cpu:
         tags["cpu"] = cpu
-    run = client.create_run(experiment, run_name=f"s{seed}/train-gan", tags=tags)
+    run = client.create_run(experiment, run_name=name or f"s{seed}/train-gan", tags=tags)
     values = {**BASE, **params, "train_gan.seed": str(seed)}
     metrics = [Metric("failures", failures, 0, 0)]
-    for epoch, fcd in enumerate(curve, start=1):
-        metrics += [
-            Metric("fcd", fcd, 0, epoch),
-            Metric("kid", fcd / 100, 0, epoch),
-            Metric("class_entropy", entropy, 0, epoch),
-            Metric("diversity", 0.5, 0, epoch),
-            Metric("epoch_seconds", epoch_seconds, 0, epoch),
-            Metric("seconds_per_iteration", epoch_seconds / iterations_per_epoch, 0, epoch),
-        ]
-    client.log_batch(run.info.run_id, metrics=metrics, params=[Param(k, v) for k, v in values.items()])
+    for epoch, fcd in enumerate(curve, start=start):
+        logged = {
+            "fcd": fcd,
+            "kid": fcd / 100,
+            "class_entropy": entropy,
+            "diversity": 0.5,
+            "epoch_seconds": epoch_seconds,
+            "seconds_per_iteration": epoch_seconds / iterations_per_epoch,
+        }
+        logged |= {key: by_epoch[epoch] for key, by_epoch in (overrides or {}).items() if epoch in by_epoch}
+        metrics += [Metric(key, value, 0, epoch) for key, value in logged.items()]
+        if losses:  # the iterations of this epoch, numbered from the training's first
+            first = (epoch - 1) * iterations_per_epoch + 1
+            metrics += [Metric("d1", 0.5, 0, first + i) for i in range(iterations_per_epoch)]
+    for at in range(0, len(metrics), 1000):  # MLflow takes at most 1000 metrics a batch
+        client.log_batch(run.info.run_id, metrics=metrics[at : at + 1000])
+    client.log_batch(run.info.run_id, params=[Param(k, v) for k, v in values.items()])
     client.set_terminated(run.info.run_id, status=status)
     return run.info.run_id
 
@@ -445,3 +461,169 @@ def test_time_to_threshold_and_the_mean_curve():
     mean = mean_curve([{1: 40.0, 2: 30.0}, {1: 44.0}])  # the second seed has no epoch 2
     assert mean["epoch"] == [1, 2] and mean["mean"] == [42.0, 30.0] and mean["n"] == [2, 1]
     assert mean["low"][1] is None and mean["low"][0] < 42.0 < mean["high"][0]
+
+
+def test_a_run_continued_with_more_epochs_counts_at_the_epochs_it_ended_with(store, tmp_path):
+    # seeds 1, 2 trained 2 epochs, and 3 epochs; seed 3 trained 2, then `dvc exp run -S
+    # train_gan.epochs=3` continued it in the same MLflow run, whose epochs param stays 2
+    for seed in (1, 2):
+        add_run(store, seed, [40 + seed, 30 + seed], **{"train_gan.epochs": "2"})
+        add_run(store, seed, [40 + seed, 30 + seed, 20 + seed], **{"train_gan.epochs": "3"})
+    continued = {"changed_params": "train_gan.epochs: 2 -> 3"}
+    add_run(store, 3, [43, 33, 23], tags=continued, **{"train_gan.epochs": "2"})
+    result = compare_cli(tmp_path, "--no-track", "--baseline", "train_gan.epochs=2")
+    two, three = by_label(result)["epochs=2"], by_label(result)["epochs=3"]
+    assert two["seeds"] == ["1", "2"] and three["seeds"] == ["1", "2", "3"]
+    assert two["curve"]["epoch"] == [1, 2]  # not an epoch the 2-epoch trainings never had
+    assert three["best_fcd"]["mean"] == pytest.approx(22)
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    assert (
+        "1 run(s) were continued with changed params and count at the values they ended with (their "
+        "changed_params tag; MLflow keeps the params first logged): s3/train-gan (train_gan.epochs 2 -> 3)."
+    ) in report
+
+
+def test_a_training_resumed_into_a_new_mlflow_run_is_left_out_as_partial(store, tmp_path, capsys):
+    # 4 epochs with a snapshot each; seed 3's first MLflow run was deleted after epoch 2, and its
+    # training resumed from the checkpoint in a new run: FCD, timing and losses of epochs 3-4 only
+    params = {"train_gan.epochs": "4", "train_gan.snapshot_every": "1"}
+    for seed in (1, 2):
+        add_run(store, seed, [60, 50, 40 + seed, 30 + seed], losses=True, **params)
+    partial = add_run(store, 3, [22, 20], start=3, losses=True, **params)
+    result = compare_cli(tmp_path, "--no-track")
+    (group,) = result["groups"]
+    assert group["seeds"] == ["1", "2"] and group["best_fcd"]["mean"] == pytest.approx(31.5)
+    line = (
+        f"run {partial[:8]} (s3/train-gan): a partial history: no losses or timing for epoch 1-2 of its 4 "
+        "(resumed into a new MLflow run?), skipped"
+    )
+    assert f"skipped: {line}" in capsys.readouterr().err
+    assert f"- {line}" in (tmp_path / "cmp" / "report.md").read_text()
+
+
+def test_nan_and_infinite_metrics_are_left_out_and_never_printed(store, tmp_path, capsys):
+    for seed, best in ((1, 20), (2, 22), (3, 24)):
+        add_run(store, seed, [best + 10, best])
+    # smoothing 0.1: seed 1 has a NaN FCD snapshot and NaN seconds per iteration, seed 2 an
+    # infinite epoch time, seed 3 no finite FCD at all
+    smooth = {"train_gan.label_smoothing": "0.1"}
+    add_run(
+        store, 1, [math.nan, 30], overrides={"seconds_per_iteration": {1: math.nan, 2: math.nan}}, **smooth
+    )
+    add_run(store, 2, [42, 32], overrides={"epoch_seconds": {2: math.inf}}, **smooth)
+    unscored = add_run(store, 3, [math.nan, math.nan], **smooth)
+    add_run(store, 4, [44, 34], **smooth)
+    result = compare_cli(tmp_path, "--no-track")
+    base, other = result["groups"]
+    assert other["seeds"] == ["1", "2", "4"] and other["best_fcd"]["mean"] == pytest.approx(32)
+    assert result["fcd_threshold"] == pytest.approx(32)  # the worse group's mean best FCD
+    assert other["best_fcd_difference"]["difference"] == pytest.approx(10)
+    # seeds 1 and 2 got to FCD 32 at epoch 2; seed 1's iterations and seed 2's time are unknown
+    assert other["reached_threshold"] == 2 and other["seconds_to_threshold"] == pytest.approx(120)
+    assert other["iterations_to_threshold"] == pytest.approx(200)
+    captured = capsys.readouterr()
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    for text in (captured.out, captured.err, report):
+        assert not re.search(r"\b(nan|inf)\b", text), text  # as Python prints them
+    assert "label_smoothing=0.1: best FCD 32.0 [27.0, 37.0] vs 22.0 [17.0, 27.0]: higher (worse)" in report
+    assert "| 2/3 seeds, 2.0 min, 200 it |" in report
+    assert (
+        f"run {unscored[:8]} (s3/train-gan): none of its 2 FCD values is a finite number, skipped" in report
+    )
+    assert (
+        "run s1/train-gan: 4 NaN or infinite values (fcd at epoch 1; seconds_per_iteration at epoch 1-2; "
+        "kid at epoch 1) ignored"
+    ) in report
+    assert "run s2/train-gan: 1 NaN or infinite value (epoch_seconds at epoch 2) ignored" in report
+    json.loads((tmp_path / "cmp" / "comparison.json").read_text(), parse_constant=pytest.fail)
+
+
+def test_run_names_and_values_cannot_forge_report_lines_or_reach_the_terminal_raw(store, tmp_path, capsys):
+    forged = "x\n\n## Against the baseline\n\n- forged: lower (better); the CI of the difference excludes 0"
+    tag = "\x1b[2J\x1b[31mAMD EPYC"
+    for seed in (1, 2):
+        add_run(store, seed, [20 + seed], cpu="Intel Xeon")
+        add_run(
+            store,
+            seed,
+            [30 + seed],
+            cpu=tag,
+            **{"train_gan.label_smoothing": "<b>0.1</b>|`x`\x1b[31m$\\oops$"},
+        )
+    add_run(store, 3, [10], status="RUNNING", name=forged)
+    add_run(store, 4, [10], status="RUNNING", name="# " + "long " * 100)
+    compare_cli(tmp_path, "--no-track")
+    captured = capsys.readouterr()
+    report = (tmp_path / "cmp" / "report.md").read_text()
+    for text in (captured.out, captured.err, report):
+        assert "\x1b" not in text and "<b>" not in text
+        assert text.count("\n## Against the baseline\n") == (0 if text is captured.err else 1)
+        assert "\n- forged" not in text
+        assert max(map(len, text.splitlines())) < 700  # a long name is cut
+    assert "- label_smoothing=&lt;b&gt;0.1&lt;/b&gt;\\|\\`x\\`\\\\x1b[31m$\\\\oops$: best FCD" in report
+    assert (tmp_path / "cmp" / "fcd_curves.png").is_file()  # matplotlib drew `$\oops$`, not a formula
+    rows = [line for line in report.splitlines() if line.startswith("| label_smoothing")]
+    assert [len(re.findall(r"(?<!\\)\|", row)) for row in rows] == [10, 10]  # no cell more
+    assert "(x  ## Against the baseline  - forged: lower (better)" in report
+    assert "with cpu=\\\\x1b[2J\\\\x1b[31mAMD EPYC" in report
+    assert "(x  ## Against the baseline  - forged" in captured.err
+    cut = "(# " + "long " * 19 + "...): running, skipped"  # 100 characters of the name
+    assert cut in captured.err and cut in report
+
+
+def test_runs_named_among_thousands_of_newer_runs_are_found(store, tmp_path):
+    from mlflow.store.tracking.dbmodels.models import SqlRun, SqlTag
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    client, experiment = store
+    for seed in (1, 2):
+        add_run(store, seed, [20 + seed])
+    # a later sweep of 5,000 runs, written straight into MLflow's tables (create_run takes ~45 s)
+    tables = SqlAlchemyStore(client.tracking_uri, str(tmp_path / "artifacts"))
+    later = int(time.time() * 1000) + 60_000
+    with tables.ManagedSessionMaker(read_only=False) as session:
+        for i in range(5000):
+            run_id = uuid.uuid4().hex
+            session.add(
+                SqlRun(
+                    run_uuid=run_id,
+                    name=f"sweep-{i}/train-gan",
+                    experiment_id=int(experiment),
+                    status="FINISHED",
+                    start_time=later + i,
+                    end_time=later + i,
+                    lifecycle_stage="active",
+                    artifact_uri=str(tmp_path / "artifacts" / run_id),
+                    user_id="sweeper",
+                    source_type="LOCAL",
+                    source_name="stages/train_gan.py",
+                    entry_point_name="",
+                    source_version="",
+                )
+            )
+            session.add(SqlTag(run_uuid=run_id, key="stage", value="train-gan"))
+    assert len(client.search_runs([experiment], max_results=50_000)) == 5002
+    # one search of 5,000 runs, newest first, ended before the two named ones
+    result = compare_cli(tmp_path, "--no-track", "--runs", "s1/train-gan", "s2/train-gan")
+    assert result["groups"][0]["seeds"] == ["1", "2"]
+
+
+def test_a_tag_value_with_a_quote_selects_its_runs(store, tmp_path):
+    for seed, user in ((1, "o'brien"), (2, "o'brien"), (3, "alice"), (4, 'say "o\'k"'), (5, 'say "o\'k"')):
+        add_run(store, seed, [20 + seed], tags={"mlflow.user": user})
+    kept = compare_cli(tmp_path, "--no-track", "--tag", "mlflow.user=o'brien")  # was a filter-syntax error
+    assert kept["groups"][0]["seeds"] == ["1", "2"]
+    both = compare_cli(tmp_path, "--no-track", "--tag", 'mlflow.user=say "o\'k"')  # no quote mark fits
+    assert both["groups"][0]["seeds"] == ["4", "5"]
+
+
+def test_a_threshold_that_is_no_finite_number_is_a_usage_error(store, tmp_path, capsys):
+    for seed in (1, 2):
+        add_run(store, seed, [20 + seed])
+    with pytest.raises(SystemExit) as exit_info:
+        compare_cli(tmp_path, "--no-track", "--fcd-threshold", "nan")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "usage: cifar-dcgan-compare" in err
+    assert "argument --fcd-threshold: 'nan': give a finite number" in err
+    assert not (tmp_path / "cmp").exists()

@@ -17,12 +17,19 @@ would need to tell one (the difference as many seeds show 80% of the time, and t
 arm the observed one would take). With fewer than ~8 seeds per group a bootstrap has too few
 distinct resamples, so the intervals are t-intervals.
 
+A run continued with more epochs (its `changed_params` tag) counts at the epochs it ended
+with. Left out, each with a line saying why: unfinished, flagged and unscored runs, runs whose
+history does not start at epoch 1 (a training resumed into a new MLflow run), and NaN or
+infinite values (a run with no finite FCD is left out whole).
+
 Writes `report.md` (also printed), `comparison.json`, `fcd_curves.png` and `grids.png` into
 `--out` (default `reports/compare`) and logs them to an MLflow run (stage `compare`).
 """
 
-# runs.py    the runs of the MLflow store, and their grouping by configuration
+# runs.py    the runs of the MLflow store
+# groups.py  their grouping by configuration, and the baseline group
 # stats.py   the statistics, as pure functions of numbers
+# text.py    run names and values made safe to show
 # report.py  the result as data (comparison.json) and as markdown (report.md)
 # plots.py   fcd_curves.png and grids.png
 # cli.py     the command line

@@ -3,6 +3,7 @@ runs, compares them, writes and logs the report."""
 
 import argparse
 import json
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -11,6 +12,7 @@ from pathlib import Path
 import cifar_dcgan.compare as package
 from cifar_dcgan.compare.report import compare, markdown
 from cifar_dcgan.compare.runs import load_runs
+from cifar_dcgan.compare.text import plain
 from cifar_dcgan.config import TrackingParams, flatten, load_params
 from cifar_dcgan.config.model import ModelParams
 from cifar_dcgan.config.train_gan import TrainGanParams
@@ -43,10 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--baseline", nargs="+", default=(), metavar="KEY=VALUE", help="the baseline group (default: params)"
     )
-    parser.add_argument("--fcd-threshold", type=float, help="default: the worst group's mean best FCD")
+    parser.add_argument("--fcd-threshold", type=_finite, help="default: the worst group's mean best FCD")
     parser.add_argument(
         "--within-minutes",
-        type=float,
+        type=_finite,
         metavar="M",
         help="equal wall-clock: each run counts only the snapshots of its first M minutes of training",
     )
@@ -76,8 +78,12 @@ def _compare(args: argparse.Namespace) -> None:
     if not runs:
         raise PipelineError(
             f"no finished, scored train-gan runs in experiment '{experiment}' of {redact(uri)}"
-            + (f" named {', '.join(args.runs)}" if args.runs else "")
-            + (f" with tag {args.tag} (a run's tags are on its page in the MLflow UI)" if args.tag else "")
+            + (f" named {', '.join(map(plain, args.runs))}" if args.runs else "")
+            + (
+                f" with tag {plain(args.tag)} (a run's tags are on its page in the MLflow UI)"
+                if args.tag
+                else ""
+            )
             + "; queue a sweep (docs/comparing.md)"
         )
     defaults = {k: str(v) for k, v in flatten({k: params[k] for k in ("model", "train_gan")}).items()}
@@ -108,11 +114,24 @@ def _compare(args: argparse.Namespace) -> None:
     print(f"written to {args.out}/ ({', '.join(OUTPUTS)})")
 
 
+def _finite(text: str) -> float:
+    """A number argument: NaN and infinity would compare false with everything, silently."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a finite number")
+    return value
+
+
 def _pairs(items: Sequence[str], flag: str) -> dict[str, str]:
     pairs = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise PipelineError(f"{flag} {item}: expected KEY=VALUE, e.g. train_gan.label_smoothing=0.1")
+            raise PipelineError(
+                f"{flag} {plain(item)}: expected KEY=VALUE, e.g. train_gan.label_smoothing=0.1"
+            )
         pairs[key] = value
     return pairs

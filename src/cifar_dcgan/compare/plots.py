@@ -8,6 +8,7 @@ from pathlib import Path
 
 import matplotlib.image
 
+from cifar_dcgan.compare.text import plain
 from cifar_dcgan.images import plt, save_figure
 
 ONE_PANEL = 4  # groups drawn in one FCD panel; more bands than this hide each other
@@ -24,7 +25,7 @@ def plot_curves(result: dict, path: Path) -> list[list[str]]:
         return [None if v is None else max(v, 0.0) for v in values]
 
     series = {
-        f"{g['short_label']} ({len(g['seeds'])} seeds)": (
+        f"{_drawn(g['short_label'])} ({len(g['seeds'])} seeds)": (
             g["curve"]["epoch"],
             g["curve"]["mean"],
             at_least_0(g["curve"]["low"]),
@@ -58,9 +59,10 @@ def plot_grids(result: dict, client, path: Path, columns: int = 5) -> None:
             else:
                 shown = g["runs"][0]
                 ax.text(0.5, 0.5, "no grid logged", ha="center", va="center")
-            label = textwrap.fill(g["short_label"], 40)
+            label = _drawn(textwrap.fill(g["short_label"], 40))
+            seed = _drawn(plain(shown["seed"]))
             ax.set_title(
-                f"{label}\nseed {shown['seed']}, FCD {shown['last_fcd']:.1f} (best {shown['best_fcd']:.1f})",
+                f"{label}\nseed {seed}, FCD {shown['last_fcd']:.1f} (best {shown['best_fcd']:.1f})",
                 fontsize=9,
             )
     figure.suptitle("Last snapshot's probe grid, one seed per group")
@@ -68,6 +70,12 @@ def plot_grids(result: dict, client, path: Path, columns: int = 5) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90)
     plt.close(figure)
+
+
+def _drawn(text: str) -> str:
+    """Text as matplotlib draws it literally: a pair of `$` would start math (and a bad formula
+    fail the picture)."""
+    return text.replace("$", r"\$")
 
 
 def _last_grid(client, run_id: str, folder: Path) -> Path | None:

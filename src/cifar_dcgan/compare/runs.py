@@ -1,12 +1,15 @@
-"""The finished train-gan runs of an MLflow experiment, as the comparison needs them, and
-their groups: runs of the same configuration, one per seed."""
+"""The finished train-gan runs of an MLflow experiment, as the comparison needs them: every
+page of the search, each run at the configuration it ended with, only its finite values, and
+a reason for every run left out (unfinished, flagged, unscored, partial)."""
 
 import dataclasses
 import math
-from collections.abc import Sequence
+import sys
+from collections.abc import Iterator, Sequence
 
 from cifar_dcgan.compare import stats
-from cifar_dcgan.errors import PipelineError
+from cifar_dcgan.compare.text import plain
+from cifar_dcgan.store import tag_condition
 
 # Keys added to `model` / `train_gan` after runs were first compared, at the value that does what
 # the pipeline did before the key existed (each arrived off). A run tracked before then counts as
@@ -24,12 +27,16 @@ PRECISION = "train_gan.precision"
 RESOLVED = "precision_resolved"  # a tag: what `precision: auto` became on the run's machine
 MACHINE = ("cpu", "gpu", "onednn", "bf16_kernels")  # tags a run's speed depends on (`machine_tags`)
 LAST = {"last_kid": "kid", "class_entropy": "class_entropy", "diversity": "diversity"}  # of a snapshot
-HISTORIES = ("fcd", "epoch_seconds", *LAST.values())  # per epoch
+HISTORIES = ("fcd", "epoch_seconds", "seconds_per_iteration", *LAST.values())  # per epoch
+EPOCHS, SNAPSHOT_EVERY = "train_gan.epochs", "train_gan.snapshot_every"
+CHANGED = "changed_params"  # a tag: the params a continued run changed (`key: logged -> final`)
+PAGE = 1000  # runs per search request (MLflow's default page)
 
 
 @dataclasses.dataclass
 class Run:
-    """One finished, scored training run, as the comparison needs it."""
+    """One finished, scored training run, as the comparison needs it: only its finite values
+    (`ignored` names the NaN or infinite ones left out)."""
 
     run_id: str
     name: str
@@ -45,6 +52,8 @@ class Run:
     assumed: tuple[str, ...] = ()  # params tracked before they existed, counted at their classic value
     machine: dict[str, str] = dataclasses.field(default_factory=dict)  # MACHINE tags it has
     auto: bool = False  # ran `precision: auto`: its precision param is what that became on its machine
+    continued: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # key -> (logged, final)
+    ignored: str = ""  # its NaN or infinite values, left out: "1 NaN or infinite value (fcd at epoch 2)"
 
     @property
     def best_fcd(self) -> float:
@@ -66,149 +75,174 @@ class Run:
         kept = [e for e in sorted(self.curve) if stats.training_seconds(self.epoch_seconds, e) <= seconds]
         if not kept:
             return None
-        last = {k: self.history[k].get(kept[-1], math.nan) for k in self.last}
         return dataclasses.replace(
             self,
             curve={e: self.curve[e] for e in kept},
             epoch_seconds={e: s for e, s in self.epoch_seconds.items() if e <= kept[-1]},
-            last=last,
+            last={k: _last(self.history[k], kept[-1]) for k in self.last},
         )
 
-    def reaches(self, threshold: float) -> tuple[float, int] | None:
+    def reaches(self, threshold: float) -> tuple[float, int | None] | None:
         """(training seconds, iterations) until the FCD first is at most `threshold`, or None."""
         return stats.reaches(self.curve, self.epoch_seconds, self.iterations_per_epoch, threshold)
 
 
 def load_runs(client, experiment_id: str, names: Sequence[str] = (), tag: str | None = None):
     """The comparable train-gan runs, and one line for every run left out and why."""
-    filters = ["tags.stage = 'train-gan'"]
-    if tag:
-        key, _, value = tag.partition("=")
-        filters.append(f"tags.`{key}` = '{value}'")
-    found = client.search_runs([experiment_id], " and ".join(filters), max_results=5000)
     wanted = set(names)
     runs, skipped = [], []
-    for r in found:
+    for r in stage_runs(client, experiment_id, tag):
         name = r.data.tags.get("dvc_exp_name") or r.info.run_name
         if wanted and name not in wanted and r.info.run_name not in wanted:
             continue
-        label = f"run {r.info.run_id[:8]} ({r.info.run_name})"
-        if r.info.status != "FINISHED":
-            skipped.append(f"{label}: {r.info.status.lower()}, skipped")
-            continue
-        if r.data.metrics.get("failures", 0) or r.data.tags.get("failures"):
-            skipped.append(f"{label}: flagged by failure detection, skipped")
-            continue
-        histories = {key: client.get_metric_history(r.info.run_id, key) for key in HISTORIES}
-        if not histories["fcd"]:
-            skipped.append(f"{label}: its snapshots were not scored (no FCD), skipped")
-            continue
-        if "evaluator_digest" not in r.data.tags:
-            skipped.append(f"{label}: no evaluator_digest tag (tracked by an older version), skipped")
-            continue
-        by_step = {key: {m.step: m.value for m in values} for key, values in histories.items()}
-        latest, seconds = r.data.metrics, by_step["epoch_seconds"]
-        last = {name: latest.get(key, math.nan) for name, key in LAST.items()}
-        per_iteration = latest.get("seconds_per_iteration")
-        steps = latest.get("epoch_seconds", 0) / per_iteration if per_iteration else 0.0
-        assumed = {k: str(v) for k, v in BEFORE_ADDED.items() if k not in r.data.params}
-        params = {**assumed, **r.data.params}
-        auto = params.get(PRECISION) == "auto"
-        if auto:  # the same training as the precision it became, named: bf16 here, float32 there
-            params[PRECISION] = r.data.tags.get(RESOLVED, "auto (untagged)")
-        runs.append(
-            Run(
-                run_id=r.info.run_id,
-                name=r.info.run_name,
-                params=params,
-                seed=r.data.params.get(SEED, "?"),
-                evaluator=r.data.tags["evaluator_digest"],
-                curve=by_step["fcd"],
-                last=last,
-                history={name: by_step[key] for name, key in LAST.items()},
-                epoch_seconds=seconds,
-                iterations_per_epoch=round(steps),
-                start_time=r.info.start_time,
-                assumed=tuple(sorted(assumed)),
-                machine={key: r.data.tags[key] for key in MACHINE if key in r.data.tags},
-                auto=auto,
-            )
-        )
+        loaded = _load(client, r)
+        if isinstance(loaded, Run):
+            runs.append(loaded)
+        else:
+            skipped.append(f"run {r.info.run_id[:8]} ({plain(r.info.run_name)}): {loaded}, skipped")
     return runs, skipped
 
 
-def group_runs(runs: list[Run]) -> tuple[list[str], dict[tuple, list[Run]], list[str]]:
-    """(the params that differ, seed aside; groups keyed by their values; lines about
-    replicates dropped). Of two runs with the same params and seed only the newest counts:
-    on one machine they are the same training, not two seeds. Runs of `precision: auto` count
-    as the precision it became on their machine (`load_runs`): bf16 ones pool with bf16 runs,
-    float32 ones with float32 runs, never with each other."""
-    keys = sorted({k for r in runs for k in r.params} - {SEED})
-    differing = [k for k in keys if len({r.params.get(k) for r in runs}) > 1]
-    groups: dict[tuple, dict[str, Run]] = {}
-    notes = []
-    for r in sorted(runs, key=lambda r: r.start_time):
-        key = tuple(r.params.get(k) for k in differing)
-        seeds = groups.setdefault(key, {})
-        if r.seed in seeds:
-            notes.append(
-                f"run {seeds[r.seed].name} and {r.name} share params and seed {r.seed}: the newer counts"
+def stage_runs(client, experiment_id: str, tag: str | None = None) -> Iterator:
+    """Every train-gan run of the experiment (with tag `key=value`, if given), newest first.
+    One search returns at most a page of runs and a store holds any number: read every page."""
+    key, _, value = (tag or "").partition("=")
+    condition = tag_condition(key, value) if tag else None
+    filters = " and ".join(["tags.stage = 'train-gan'", *([condition] if condition else [])])
+    seen, token = set(), None
+    while True:
+        page = client.search_runs([experiment_id], filters, max_results=PAGE, page_token=token)
+        for r in page:
+            # a run started while we read shifts the pages by one: it would come twice
+            if r.info.run_id not in seen and (not tag or r.data.tags.get(key) == value):
+                seen.add(r.info.run_id)
+                yield r
+        token = page.token
+        if not token:
+            return
+
+
+def _load(client, r) -> "Run | str":
+    """The MLflow run `r` as the comparison needs it, or why it is left out."""
+    if r.info.status != "FINISHED":
+        return r.info.status.lower()
+    if r.data.metrics.get("failures", 0) or r.data.tags.get("failures"):
+        return "flagged by failure detection"
+    histories = {key: client.get_metric_history(r.info.run_id, key) for key in HISTORIES}
+    if not histories["fcd"]:
+        return "its snapshots were not scored (no FCD)"
+    if "evaluator_digest" not in r.data.tags:
+        return "no evaluator_digest tag (tracked by an older version)"
+    by_step = {key: {m.step: m.value for m in values} for key, values in histories.items()}
+    assumed = {k: str(v) for k, v in BEFORE_ADDED.items() if k not in r.data.params}
+    params = {**assumed, **r.data.params}
+    continued = _continued(params, r.data.tags.get(CHANGED, ""))
+    params |= {key: final for key, (_, final) in continued.items()}  # what the run ended as
+    partial = _partial(params, by_step)
+    if partial:
+        return partial
+    finite = {key: {e: v for e, v in steps.items() if _finite(v)} for key, steps in by_step.items()}
+    if not finite["fcd"]:
+        return f"none of its {len(by_step['fcd'])} FCD values is a finite number"
+    bad = {key: sorted(set(steps) - set(finite[key])) for key, steps in by_step.items()}
+    count = sum(map(len, bad.values()))
+    where = "; ".join(f"{key} at epoch {_epochs(epochs)}" for key, epochs in bad.items() if epochs)
+    ignored = f"{count} NaN or infinite value{'s' if count > 1 else ''} ({where})" if count else ""
+    auto = params.get(PRECISION) == "auto"
+    if auto:  # the same training as the precision it became, named: bf16 here, float32 there
+        params[PRECISION] = r.data.tags.get(RESOLVED, "auto (untagged)")
+    return Run(
+        run_id=r.info.run_id,
+        name=r.info.run_name,
+        params=params,
+        seed=r.data.params.get(SEED, "?"),
+        evaluator=r.data.tags["evaluator_digest"],
+        curve=finite["fcd"],
+        last={name: _last(finite[key]) for name, key in LAST.items()},
+        history={name: finite[key] for name, key in LAST.items()},
+        epoch_seconds=finite["epoch_seconds"],
+        iterations_per_epoch=_iterations_per_epoch(finite),
+        start_time=r.info.start_time,
+        assumed=tuple(sorted(assumed)),
+        machine={key: r.data.tags[key] for key in MACHINE if key in r.data.tags},
+        auto=auto,
+        continued=continued,
+        ignored=ignored,
+    )
+
+
+def _continued(params: dict[str, str], tag: str) -> dict[str, tuple[str, str]]:
+    """The params a run changed when it was continued (`changed_params`: `key: logged -> final;
+    ...`, e.g. more epochs): MLflow params cannot change, so the tag holds what it ended as."""
+    changes = {}
+    for item in tag.split("; ") if tag else ():
+        key, _, change = item.partition(": ")
+        logged, arrow, final = change.partition(" -> ")
+        if arrow and params.get(key) == logged:
+            changes[key] = (logged, final)
+    return changes
+
+
+def _partial(params: dict[str, str], by_step: dict[str, dict[int, float]]) -> str | None:
+    """Why the run's history does not start where its params say, or None. A training resumed
+    into a new MLflow run (its first run deleted) has only the epochs after its checkpoint:
+    its best and last FCD are not those of a whole training."""
+    timed = by_step["epoch_seconds"]  # logged at every epoch's end, with the epoch's losses
+    if timed:
+        missing = sorted(set(range(1, max(timed) + 1)) - set(timed))
+        if missing:
+            return (
+                f"a partial history: no losses or timing for epoch {_epochs(missing)} of its {max(timed)} "
+                "(resumed into a new MLflow run?)"
             )
-        seeds[r.seed] = r
-    ordered = {
-        key: sorted(seeds.values(), key=lambda r: r.seed) for key, seeds in sorted(groups.items(), key=str)
-    }
-    return differing, ordered, notes
-
-
-def check_comparable(runs: list[Run]) -> None:
-    """Refuse to pool FCDs of different judges or of different sample counts."""
-    judges = sorted({r.evaluator for r in runs})
-    if len(judges) > 1:
-        raise PipelineError(
-            f"the runs were scored by {len(judges)} different evaluators (digests "
-            f"{', '.join(j[:12] for j in judges)}): FCD from different classifiers is not comparable. "
-            "Compare the runs of one judge: --runs NAME ... or --tag evaluator_digest=DIGEST"
+    every, epochs = _whole(params.get(SNAPSHOT_EVERY)), _whole(params.get(EPOCHS))
+    if not every or not epochs:
+        return None
+    scored = by_step["fcd"]
+    due = [e for e in range(1, max([*scored, *timed]) + 1) if e % every == 0 or e == epochs]
+    missing = [e for e in due if e not in scored]
+    if missing:
+        return (
+            f"a partial history: no FCD for snapshot epoch {_epochs(missing)}, which its params "
+            f"({EPOCHS}={epochs}, {SNAPSHOT_EVERY}={every}) say it took"
         )
-    counts = sorted({r.params.get("train_gan.fcd_samples") for r in runs}, key=str)
-    if len(counts) > 1:
-        raise PipelineError(
-            f"train_gan.fcd_samples differs between the runs ({', '.join(map(str, counts))}): FCD depends "
-            "on the number of images; compare runs scored on the same count (--runs NAME ...)"
-        )
+    return None
 
 
-def pick_baseline(differing: list[str], groups: dict, baseline: dict[str, str]) -> tuple:
-    """The group whose differing params equal `baseline` (a key's value as MLflow logged it)."""
-    unknown = sorted(set(baseline) - set(differing))
-    if unknown and not set(baseline) & set(differing):
-        raise PipelineError(
-            f"--baseline {', '.join(unknown)}: not among the params that differ between the runs "
-            f"({', '.join(differing) or 'none'})"
-        )
-    matches = [
-        key
-        for key in groups
-        if all(key[differing.index(k)] == v for k, v in baseline.items() if k in differing)
-    ]
-    if not matches:
-        listed = "; ".join(group_label(differing, key) for key in groups)
-        raise PipelineError(
-            f"no group of runs has {', '.join(f'{k}={v}' for k, v in baseline.items())}; the groups are: "
-            f"{listed}. Name one with --baseline KEY=VALUE ..."
-        )
-    if len(matches) > 1:
-        listed = "; ".join(group_label(differing, key) for key in matches)
-        raise PipelineError(f"--baseline matches several groups ({listed}); give more KEY=VALUE pairs")
-    return matches[0]
+def _finite(value: float) -> bool:
+    """Neither NaN nor infinite. MLflow's SQL stores keep an infinite value as the largest float."""
+    return math.isfinite(value) and abs(value) < sys.float_info.max
 
 
-def group_label(differing: list[str], key: tuple) -> str:
-    """A group's name: its values of the params that differ, without their section."""
-    return ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in zip(differing, key)) or "all runs"
+def _whole(value: str | None) -> int | None:
+    """A param logged as a positive whole number, or None."""
+    return int(value) if value and value.isdigit() and int(value) > 0 else None
 
 
-def short_label(differing: list[str], key: tuple, base_key: tuple) -> str:
-    """Only what a group changes from the baseline, for pictures with many groups."""
-    changed = [(k, v) for k, v, b in zip(differing, key, base_key) if v != b]
-    return ", ".join(f"{k.split('.', 1)[-1]}={v}" for k, v in changed)
+def _epochs(epochs: list[int], most: int = 6) -> str:
+    """Epochs as runs of consecutive ones ("1-2, 5"), the first `most` of them."""
+    spans: list[list[int]] = []
+    for e in epochs:
+        if spans and e == spans[-1][1] + 1:
+            spans[-1][1] = e
+        else:
+            spans.append([e, e])
+    shown = [f"{a}-{b}" if b > a else str(a) for a, b in spans[:most]]
+    return ", ".join(shown) + (", ..." if len(spans) > most else "")
+
+
+def _last(values: dict[int, float], epoch: float = math.inf) -> float:
+    """The value at the latest epoch up to `epoch`; NaN when there is none."""
+    known = [e for e in values if e <= epoch]
+    return values[max(known)] if known else math.nan
+
+
+def _iterations_per_epoch(finite: dict[str, dict[int, float]]) -> int:
+    """Iterations of an epoch, from the last epoch whose time and time per iteration are both
+    known; 0 (unknown) when none is."""
+    seconds, per_iteration = finite["epoch_seconds"], finite["seconds_per_iteration"]
+    for epoch in sorted(set(seconds) & set(per_iteration), reverse=True):
+        steps = seconds[epoch] / per_iteration[epoch] if per_iteration[epoch] > 0 else math.nan
+        if math.isfinite(steps) and steps > 0:
+            return round(steps)
+    return 0

@@ -24,6 +24,12 @@ def mean_interval(values: Sequence[float], level: float = 0.95) -> dict:
     return out
 
 
+def finite_interval(values: Sequence[float]) -> dict:
+    """`mean_interval` of the finite values (a run may lack a score); no mean when none is."""
+    kept = [v for v in values if math.isfinite(v)]
+    return mean_interval(kept) if kept else {"n": 0, "mean": None, "sd": None, "low": None, "high": None}
+
+
 def welch_difference(group: Sequence[float], baseline: Sequence[float], level: float = 0.95) -> dict:
     """Difference of means (group - baseline) with its Welch t-interval (None below 2 each)."""
     a, b = np.asarray(group, dtype=float), np.asarray(baseline, dtype=float)
@@ -118,7 +124,9 @@ def verdict(label: str, group: dict, baseline: dict, difference: dict) -> str:
 
 
 def mean_ci(s: dict) -> str:
-    """A `mean_interval` as text: the mean and, where there is one, its interval."""
+    """A `mean_interval` as text: the mean and, where there is one, its interval; "-" for none."""
+    if s["mean"] is None:
+        return "-"
     if s["low"] is None:
         return number(s["mean"])
     return f"{number(s['mean'])} [{number(s['low'])}, {number(s['high'])}]"
@@ -159,21 +167,25 @@ def training_seconds(epoch_seconds: dict[int, float], epoch: int) -> float:
 
 def reaches(
     curve: dict[int, float], epoch_seconds: dict[int, float], iterations_per_epoch: float, threshold: float
-) -> tuple[float, int] | None:
-    """(training seconds, iterations) until the FCD first is at most `threshold`, or None."""
+) -> tuple[float, int | None] | None:
+    """(training seconds, iterations) until the FCD first is at most `threshold`, or None; the
+    seconds are inf, the iterations None, where an epoch's time or length is unknown."""
     for epoch in sorted(curve):
         if curve[epoch] <= threshold:
-            seconds = sum(s for e, s in epoch_seconds.items() if e <= epoch)
-            return seconds, round(epoch * iterations_per_epoch)
+            iterations = round(epoch * iterations_per_epoch) if iterations_per_epoch else None
+            return training_seconds(epoch_seconds, epoch), iterations
     return None
 
 
-def to_threshold(hits: Sequence[tuple[float, int] | None]) -> dict:
+def to_threshold(hits: Sequence[tuple[float, int | None] | None]) -> dict:
     """Of a group's `reaches` (one per seed): how many seeds reached the threshold, and the
-    mean seconds and iterations they took (None when none did)."""
+    mean seconds and iterations they took, over the seeds where these are known (None when
+    none are)."""
     reached = [hit for hit in hits if hit]
+    seconds = [s for s, _ in reached if math.isfinite(s)]
+    iterations = [i for _, i in reached if i is not None]
     return {
         "reached_threshold": len(reached),
-        "seconds_to_threshold": float(np.mean([s for s, _ in reached])) if reached else None,
-        "iterations_to_threshold": float(np.mean([i for _, i in reached])) if reached else None,
+        "seconds_to_threshold": float(np.mean(seconds)) if seconds else None,
+        "iterations_to_threshold": float(np.mean(iterations)) if iterations else None,
     }
