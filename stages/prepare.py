@@ -6,7 +6,7 @@ python stages/prepare.py --out data/prepared --reports reports/prepare
 import argparse
 from pathlib import Path
 
-from cifar_dcgan import cifar
+from cifar_dcgan import cifar, download
 from cifar_dcgan.config import TrackingParams, flatten, load_params
 from cifar_dcgan.config.prepare import PrepareParams
 from cifar_dcgan.errors import run_stage
@@ -30,7 +30,7 @@ def main() -> None:
     p = params["prepare"]
     tracked = {**flatten({"prepare": p}), "prepare.url": redact(p.url)}  # no password in the store
     with stage_run("prepare", params["tracking"].experiment, tracked) as tracker:
-        archive = cifar.fetch_archive(p.url, p.md5, args.cache, p.retries)
+        archive = download.fetch_archive(p.url, p.md5, args.cache, p.retries)
         summary = cifar.prepare(archive, p.md5, args.out, args.reports, p.limit, redact(p.url))
         tracker.log_metrics(
             {"train_images": summary.train_images, "test_images": summary.test_images}, step=0

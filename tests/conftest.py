@@ -210,7 +210,7 @@ def tiny_training(**changes) -> dict:
 def full_mirror(tmp_path_factory):
     """The full CIFAR-10 mirror archive built from ../shared and prepared once:
     (archive path, its md5, the prepared folder, prepare's summary)."""
-    from cifar_dcgan import cifar
+    from cifar_dcgan import cifar, download
 
     if not (SHARED / "tools" / "cifar10-mirror").exists():
         pytest.skip("../shared is absent: no CIFAR-10 mirror to build")
@@ -225,7 +225,7 @@ def full_mirror(tmp_path_factory):
     md5 = built.stdout.split()[0]
     out = folder / "prepared"
     summary = cifar.prepare(
-        cifar.fetch_archive(str(archive_path), md5, folder, 0), md5, out, folder / "reports", None
+        download.fetch_archive(str(archive_path), md5, folder, 0), md5, out, folder / "reports", None
     )
     return archive_path, md5, out, summary
 

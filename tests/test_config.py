@@ -1,6 +1,9 @@
 """params.yaml: the shipped file is valid, and bad values fail naming key, value and what is allowed."""
 
 import copy
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -42,7 +45,8 @@ def test_every_param_has_a_comment():
 
 
 BAD = [
-    ("train_gan", "epochs", 0, "train_gan.epochs = 0 .* an integer >= 1"),
+    ("prepare", "retries", 10**18, r"prepare.retries = 1000000000000000000 .* 0 <= x <= 20"),
+    ("train_gan", "epochs", 0, r"train_gan.epochs = 0 .* 1 <= x <= 100,000"),
     ("train_gan", "epochs", 2.5, "train_gan.epochs = 2.5 .* a whole number"),
     ("train_gan", "batch_size", 127, "train_gan.batch_size = 127 .* an even integer"),
     ("train_gan", "batch_size", 2, "an even integer >= 4"),
@@ -58,7 +62,7 @@ BAD = [
         "precision = 'bf16' .* float32 | mixed_bfloat16 | mixed_float16 | auto",
     ),
     ("train_gan", "on_failure", "ignore", "on_failure = 'ignore' .* warn | stop | restart"),
-    ("train_gan", "d_learning_rate", -1, "d_learning_rate = -1.0 .* a number > 0"),
+    ("train_gan", "d_learning_rate", -1, r"d_learning_rate = -1.0 .* a number > 0"),
     ("train_gan", "seed", True, "train_gan.seed = True .* a whole number"),
     ("train_gan", "g_ema", 1.0, r"train_gan.g_ema = 1.0 .* 0 \(off\) or a decay 0 < x < 1"),
     ("train_gan", "epoch", 3, r"unknown key\(s\) train_gan.epoch; allowed in 'train_gan': epochs"),
@@ -118,6 +122,52 @@ BAD = [
     ),
     ("train_gan", "diff_augment", "color", r"diff_augment = 'color' .* a list of distinct items"),
     ("model", "d_spectral_norm", 1, r"model.d_spectral_norm = 1 .* true or false"),
+    # sizes the model, the memory or the time cannot take, and numbers that are not finite
+    ("model", "d_kernel", 100_000, r"model.d_kernel = 100000 .* 1 <= x <= 32 \(no wider than the 32x32"),
+    ("model", "g_kernel", 33, r"model.g_kernel = 33 .* 1 <= x <= 32"),
+    ("model", "d_filters", [8, 2**31], r"d_filters = \[8, 2147483648\] .* widths <= 4096 \(a 3x3 conv"),
+    ("model", "d_filters", [8] * 7, r"model.d_filters = .* a list of 2 to 6 positive widths"),
+    ("model", "g_filters", [128, 8192], r"model.g_filters = \[128, 8192\] .* widths <= 4096"),
+    ("model", "g_seed_filters", 10**9, r"model.g_seed_filters = 1000000000 .* 1 <= x <= 4096"),
+    ("model", "d_filters", [4096] * 3, r"the discriminator would hold ~302M weights; at most 250M fit"),
+    ("model", "leaky_slope", float("nan"), r"model.leaky_slope = nan .* a finite number"),
+    ("train_evaluator", "features", 10**9, r"features = 1000000000 .* 2 <= x <= 2048 \(as wide as FID's"),
+    ("train_evaluator", "filters", [32, 2**31], r"train_evaluator.filters = .* widths of 1 to 4096"),
+    ("train_evaluator", "epochs", 10**18, r"train_evaluator.epochs = 1000000000000000000 .* <= 100,000"),
+    ("train_evaluator", "learning_rate", float("inf"), r"train_evaluator.learning_rate = inf .* finite"),
+    ("train_evaluator", "warmup_epochs", float("nan"), r"train_evaluator.warmup_epochs = nan .* finite"),
+    (
+        "train_gan",
+        "epochs",
+        10**18,
+        r"train_gan.epochs = 1000000000000000000 .* 1 <= x <= 100,000 \(an epoch",
+    ),
+    ("train_gan", "d_learning_rate", float("inf"), r"train_gan.d_learning_rate = inf .* a finite number"),
+    pytest.param(
+        "train_gan",
+        "g_learning_rate",
+        10**400,
+        r"g_learning_rate = 1000000000.*… \(401 characters\) .* finite",
+        id="train_gan-g_learning_rate-10**400",
+    ),
+    ("train_gan", "failure_loss", float("inf"), r"train_gan.failure_loss = inf .* a finite number"),
+    ("train_gan", "failure_loss", float("nan"), r"train_gan.failure_loss = nan .* a finite number"),
+    ("train_gan", "max_restarts", 10**6, r"max_restarts = 1000000 .* <= 271,181 \(restart n seeds with seed"),
+    pytest.param(
+        "train_gan",
+        "eval_samples",
+        10**400,
+        r"eval_samples = 1000.* would take more memory than any machine has",
+        id="train_gan-eval_samples-10**400",
+    ),
+    ("train_discriminator_sanity", "learning_rate", float("inf"), r"sanity.learning_rate = inf .* finite"),
+    (
+        "train_discriminator_sanity",
+        "iterations",
+        10**18,
+        r"sanity.iterations = 1000000000000000000 .* <= 100,000",
+    ),
+    ("select_generator", "epoch", 10**18, r"select_generator.epoch = 1000000000000000000 .* <= 100,000"),
 ]
 
 
@@ -178,3 +228,129 @@ def test_unreadable_params_file(tmp_path):
     (tmp_path / "bad.yaml").write_text("train_gan: [unclosed")
     with pytest.raises(PipelineError, match="bad.yaml is not valid YAML"):
         load_params(tmp_path / "bad.yaml", TrainGanParams)
+
+
+def test_generator_too_large_for_its_latent_dim_is_refused(tmp_path, repo_params):
+    """Each is allowed alone; together the generator's first layer holds 16384 x 4 x 4 x 4096 weights."""
+    params = copy.deepcopy(repo_params)
+    params["model"]["g_seed_filters"], params["train_gan"]["latent_dim"] = 4096, 16384
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    assert load_params(path, ModelParams)["model"].g_seed_filters == 4096
+    with pytest.raises(
+        PipelineError, match=r"the generator would hold ~1,083M weights; at most 250M .* train_gan.latent_dim"
+    ):
+        load_params(path, ModelParams, TrainGanParams)
+
+
+def test_a_long_value_is_quoted_cut_short(tmp_path, repo_params):
+    params = copy.deepcopy(repo_params)
+    params["select_generator"]["criterion"] = "y" * 100_000
+    params["select_generator"]["model_name"] = "a/" * 3000
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, width=10**6))
+    for section, key in (("select_generator", "criterion"), ("select_generator", "model_name")):
+        with pytest.raises(PipelineError, match=rf"{section}.{key} = '.*… \(\d[\d,]+ characters\)") as error:
+            load_params(path, SECTIONS[section])
+        assert len(str(error.value)) < 700
+        params[section][key] = repo_params[section][key]
+        path.write_text(yaml.safe_dump(params))
+
+
+def alias_bomb(levels: int) -> str:
+    """Each level a list of nine copies of the one below: a few KB of YAML, 9**levels strings."""
+    value = "&a0 [x, x, x, x, x, x, x, x, x]"
+    for i in range(1, levels):
+        value = f"&a{i} [{value}, " + ", ".join([f"*a{i - 1}"] * 8) + "]"
+    return value
+
+
+def test_alias_bomb_is_refused_in_one_short_line(tmp_path):
+    """As found: `cifar-dcgan-compare` on such a params file printed the expanded value (351 MB
+    at eight levels); six levels here, so that the old behaviour stays cheap to see."""
+    text = (
+        (REPO / "params.yaml")
+        .read_text()
+        .replace("experiment: cifar10-dcgan", f"experiment: {alias_bomb(6)}")
+    )
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    assert len(text) < 10_000
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cifar_dcgan.compare",
+            "--params",
+            str(path),
+            "--no-track",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.count("\n") == 1 and len(result.stderr) < 300, result.stderr[:2000]
+    assert "line 2: YAML anchors and aliases" in result.stderr and "write the values out" in result.stderr
+    assert str(path) in result.stderr
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda t: t + "\ntracking:\n  experiment: other\n",
+            r"line 8\d: duplicate key tracking \(first on line 1\)",
+        ),
+        (
+            lambda t: t.replace("  epochs: 200", "  epochs: 3\n  epochs: 200"),
+            r"line \d+: duplicate key train_gan.epochs \(first on line \d+\); DVC refuses such a file too",
+        ),
+        (
+            lambda t: t.replace("  epochs: 200", '  "epochs": 3\n  epochs: 200'),
+            r"duplicate key train_gan.epochs",
+        ),
+        (
+            lambda t: t.replace("experiment: cifar10-dcgan", "experiment: {a: 1, a: 2}"),
+            r"line 2: duplicate key tracking.experiment.a",
+        ),
+        (
+            lambda t: t.replace("  seed: 1  # weights, sampling, latent", "  <<: &x {seed: 1}\n  s: *x"),
+            "anchors",
+        ),
+        (
+            lambda t: t.replace("experiment: cifar10-dcgan", "experiment: " + "[" * 20_000),
+            "nested deeper than 8",
+        ),
+        (lambda t: t + "#" * 1_000_000, r"is larger than 1,000,000 bytes; a params file needs a few KB"),
+        (
+            lambda t: t.replace("epochs: 200", "epochs: 1" + "0" * 5000),
+            r"a value cannot be read: Exceeds the limit",
+        ),
+        (lambda t: t + "\n1: x\nfoo: y\n", r"unknown section\(s\) \[1, 'foo'\]"),
+    ],
+    ids=[
+        "section",
+        "key",
+        "quoted key",
+        "flow mapping",
+        "merge",
+        "nesting",
+        "size",
+        "huge integer",
+        "mixed keys",
+    ],
+)
+def test_params_file_that_is_not_one_is_refused(tmp_path, edit, message):
+    """Duplicate keys: DVC refuses the file, so the stages must not quietly take the last value."""
+    path = tmp_path / "params.yaml"
+    path.write_text(edit((REPO / "params.yaml").read_text()))
+    with pytest.raises(PipelineError, match=message) as error:
+        load_params(path, TrackingParams, TrainGanParams)
+    assert str(path) in str(error.value) and len(str(error.value)) < 400

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cifar_dcgan import cifar
+from cifar_dcgan import cifar, cifar_archive, download
 from cifar_dcgan.errors import PipelineError
 from conftest import REPO, official_members, synthetic_images, write_archive
 
@@ -133,7 +133,7 @@ def test_symlink_member_is_rejected(tmp_path):
         info = tarfile.TarInfo("cifar-10-batches-py/data_batch_1")
         info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
         tar.addfile(info, io.BytesIO(b""))
-    md5 = cifar.pooch.file_hash(str(path), alg="md5")
+    md5 = download.pooch.file_hash(str(path), alg="md5")
     with pytest.raises(
         PipelineError, match="unexpected member 'cifar-10-batches-py/data_batch_1' \\(a symlink\\)"
     ):
@@ -142,7 +142,7 @@ def test_symlink_member_is_rejected(tmp_path):
 
 def test_oversized_member_is_rejected_before_reading(tmp_path):
     path = tmp_path / "bomb.tar.gz"
-    md5 = write_archive(path, {}, raw={"data_batch_1": b"\0" * (cifar.MAX_MEMBER_BYTES + 1)})
+    md5 = write_archive(path, {}, raw={"data_batch_1": b"\0" * (cifar_archive.MAX_MEMBER_BYTES + 1)})
     with pytest.raises(PipelineError, match="over the .* limit"):
         prepare_into(tmp_path, path, md5)
 
@@ -157,7 +157,7 @@ def test_oversized_member_is_rejected_before_reading(tmp_path):
 def test_truncated_or_non_gzip_archive(tmp_path, archive, damage, message):
     path, _ = archive
     path.write_bytes(damage(path.read_bytes()))
-    md5 = cifar.pooch.file_hash(str(path), alg="md5")
+    md5 = download.pooch.file_hash(str(path), alg="md5")
     with pytest.raises(PipelineError, match=message) as error:
         prepare_into(tmp_path, path, md5)
     assert str(path) in str(error.value)
@@ -166,21 +166,21 @@ def test_truncated_or_non_gzip_archive(tmp_path, archive, damage, message):
 
 def test_local_path_and_file_url_are_verified(tmp_path, archive):
     path, md5 = archive
-    assert cifar.fetch_archive(str(path), md5, tmp_path / "cache", 0) == path
-    assert cifar.fetch_archive(path.as_uri(), md5, tmp_path / "cache", 0) == path
+    assert download.fetch_archive(str(path), md5, tmp_path / "cache", 0) == path
+    assert download.fetch_archive(path.as_uri(), md5, tmp_path / "cache", 0) == path
     with pytest.raises(PipelineError, match=f"md5 mismatch for {path}: expected {WRONG_MD5}, got {md5}"):
-        cifar.fetch_archive(str(path), WRONG_MD5, tmp_path / "cache", 0)
+        download.fetch_archive(str(path), WRONG_MD5, tmp_path / "cache", 0)
     with pytest.raises(PipelineError, match="archive not found: .*nowhere.tar.gz"):
-        cifar.fetch_archive(str(tmp_path / "nowhere.tar.gz"), md5, tmp_path / "cache", 0)
+        download.fetch_archive(str(tmp_path / "nowhere.tar.gz"), md5, tmp_path / "cache", 0)
     with pytest.raises(PipelineError, match="unsupported scheme 'ftpx'"):
-        cifar.fetch_archive("ftpx://host/a.tar.gz", md5, tmp_path / "cache", 0)
-    assert cifar.fetch_archive(f"file://localhost{path}", md5, tmp_path / "cache", 0) == path
+        download.fetch_archive("ftpx://host/a.tar.gz", md5, tmp_path / "cache", 0)
+    assert download.fetch_archive(f"file://localhost{path}", md5, tmp_path / "cache", 0) == path
 
 
 def test_a_file_url_of_another_host_is_refused_not_read_locally(tmp_path, archive):
     path, md5 = archive
     with pytest.raises(PipelineError, match="a file:// URL of another host \\(otherhost\\)"):
-        cifar.fetch_archive(f"file://otherhost{path}", md5, tmp_path / "cache", 0)
+        download.fetch_archive(f"file://otherhost{path}", md5, tmp_path / "cache", 0)
 
 
 def test_a_folder_a_pipe_or_a_device_as_the_archive_is_named_for_what_it_is(tmp_path, archive):
@@ -193,7 +193,7 @@ def test_a_folder_a_pipe_or_a_device_as_the_archive_is_named_for_what_it_is(tmp_
         ("/dev/zero", "device"),
     ):
         with pytest.raises(PipelineError, match=message):
-            cifar.fetch_archive(str(given), md5, tmp_path / "cache", 0)
+            download.fetch_archive(str(given), md5, tmp_path / "cache", 0)
 
 
 def test_http_download_is_verified_and_cached(tmp_path, archive, http_server):
@@ -201,9 +201,9 @@ def test_http_download_is_verified_and_cached(tmp_path, archive, http_server):
     shutil.copy(path, http_server.directory / path.name)
     url = f"{http_server.url}/{path.name}"
     cache = tmp_path / "cache"
-    fetched = cifar.fetch_archive(url, md5, cache, 0)
+    fetched = download.fetch_archive(url, md5, cache, 0)
     assert fetched.read_bytes() == path.read_bytes()
-    cifar.fetch_archive(url, md5, cache, 0)
+    download.fetch_archive(url, md5, cache, 0)
     assert http_server.requests == [f"/{path.name}"]  # the second call used the cache
 
 
@@ -212,14 +212,14 @@ def test_http_md5_mismatch_leaves_no_file(tmp_path, archive, http_server):
     shutil.copy(path, http_server.directory / path.name)
     url = f"{http_server.url}/{path.name}"
     with pytest.raises(PipelineError, match=f"md5 mismatch for {url}.*{md5}"):
-        cifar.fetch_archive(url, WRONG_MD5, tmp_path / "cache", 0)
+        download.fetch_archive(url, WRONG_MD5, tmp_path / "cache", 0)
     assert list((tmp_path / "cache").glob("*")) == []
 
 
 def test_http_404_names_url_and_status(tmp_path, http_server):
     url = f"{http_server.url}/missing.tar.gz"
     with pytest.raises(PipelineError, match=f"download of {url} failed: HTTP 404 after 2 attempt"):
-        cifar.fetch_archive(url, WRONG_MD5, tmp_path / "cache", 1)
+        download.fetch_archive(url, WRONG_MD5, tmp_path / "cache", 1)
     assert len(http_server.requests) == 2  # retried once
 
 
@@ -231,7 +231,7 @@ def test_unreachable_host_names_url(tmp_path):
         port = s.getsockname()[1]
     url = f"http://127.0.0.1:{port}/cifar-10-python.tar.gz"
     with pytest.raises(PipelineError, match=f"cannot reach {url}"):
-        cifar.fetch_archive(url, WRONG_MD5, tmp_path / "cache", 0)
+        download.fetch_archive(url, WRONG_MD5, tmp_path / "cache", 0)
 
 
 def test_unwritable_output_is_a_clear_error(tmp_path, archive):
@@ -285,18 +285,27 @@ def run_prepare_stage(folder: Path, out: str = "data", reports: str = "reports",
     (folder / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env["MLFLOW_TRACKING_URI"] = f"sqlite:///{folder / 'mlflow.db'}"
-    command = [sys.executable, str(REPO / "stages" / "prepare.py"), "--out", out, "--reports", reports]
+    # the stage's peak as the stage's own process saw it (VmHWM at exit): a child's ru_maxrss
+    # also counts the pages of the test process it was forked from, before its exec
+    peak_file = folder / "peak.txt"
+    script, argv = str(REPO / "stages" / "prepare.py"), ["--out", out, "--reports", reports]
+    launcher = (
+        "import atexit, re, runpy, sys; "
+        f"atexit.register(lambda: open({str(peak_file)!r}, 'w').write("
+        "re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1))); "
+        f"sys.argv = [{script!r}, *{argv!r}]; runpy.run_path({script!r}, run_name='__main__')"
+    )
     with open(folder / "stdout.txt", "w+b") as stdout, open(folder / "stderr.txt", "w+b") as stderr:
-        process = subprocess.Popen(command, cwd=folder, env=env, stdout=stdout, stderr=stderr)
-        _, status, usage = os.wait4(process.pid, 0)  # this child's own rusage, not every child's
-        process.returncode = os.waitstatus_to_exitcode(status)
+        process = subprocess.run(
+            [sys.executable, "-c", launcher], cwd=folder, env=env, stdout=stdout, stderr=stderr
+        )
         stdout.seek(0), stderr.seek(0)
         return Finished(
             process.returncode,
             stdout.read(100_000).decode(errors="replace"),
             stderr.read(100_000).decode(errors="replace"),
             os.fstat(stderr.fileno()).st_size,
-            usage.ru_maxrss / 1024,
+            int(peak_file.read_text()) / 1024,
         )
 
 
@@ -331,7 +340,7 @@ def long_name_bomb(size: int) -> Iterable[bytes]:
     for start in range(0, size, 2**20):
         yield b"a" * min(2**20, size - start)
     yield b"\0" * (-size % tarfile.BLOCKSIZE)
-    yield header(f"{cifar.ROOT}/data_batch_1", tarfile.REGTYPE)
+    yield header(f"{cifar_archive.ROOT}/data_batch_1", tarfile.REGTYPE)
 
 
 def test_a_tar_header_bomb_is_refused_in_bounded_memory_with_a_short_error(tmp_path):
@@ -351,7 +360,7 @@ def test_a_tar_header_bomb_is_refused_in_bounded_memory_with_a_short_error(tmp_p
     "blocks, message",
     [
         (  # a PAX header of 1 MB
-            [header(f"{cifar.ROOT}/data_batch_1", tarfile.REGTYPE, pax={"path": "p" * 2**20})],
+            [header(f"{cifar_archive.ROOT}/data_batch_1", tarfile.REGTYPE, pax={"path": "p" * 2**20})],
             f"refused a PAX header of {2**20 + 14} bytes",
         ),
         (  # 200 empty long names in a row, each read by tarfile one level deeper
@@ -359,11 +368,11 @@ def test_a_tar_header_bomb_is_refused_in_bounded_memory_with_a_short_error(tmp_p
             "refused a GNU long name of 0 bytes",
         ),
         (  # a sparse member, whose map tarfile reads block after block
-            [header(f"{cifar.ROOT}/data_batch_1", tarfile.GNUTYPE_SPARSE)],
-            f"refused the sparse member '{cifar.ROOT}/data_batch_1'",
+            [header(f"{cifar_archive.ROOT}/data_batch_1", tarfile.GNUTYPE_SPARSE)],
+            f"refused the sparse member '{cifar_archive.ROOT}/data_batch_1'",
         ),
         (  # its folder 10,000 times: tarfile keeps every header it read
-            [header(cifar.ROOT, tarfile.DIRTYPE)] * 10_000,
+            [header(cifar_archive.ROOT, tarfile.DIRTYPE)] * 10_000,
             "more than 32 members",
         ),
     ],
@@ -384,7 +393,7 @@ def test_a_member_name_is_quoted_on_one_line_and_cut(tmp_path):
     with pytest.raises(PipelineError) as error:
         prepare_into(tmp_path, path, md5)
     message = str(error.value)
-    assert "unexpected member 'evil\\n\\x1b[31mzzz" in message and "z…'" in message
+    assert "unexpected member 'evil\\n\\x1b[31mzzz" in message and "z…" in message
     assert "\n" not in message and "\x1b" not in message and "z" * 200 not in message
 
 

@@ -141,6 +141,22 @@ def test_a_stored_generator_changed_after_registration_is_refused(store, generat
     assert not (tmp_path / "g.png").exists()
 
 
+def test_a_version_whose_files_were_deleted_says_so_and_how_to_register_again(
+    store, generator, tmp_path, capsys
+):
+    import shutil
+
+    register(generator(0), 30.0)
+    shutil.rmtree(tmp_path / "mlartifacts")  # e.g. cleaned up by hand; the store still lists the version
+    with pytest.raises(SystemExit) as exit_:
+        main(["--model", "models:/gen@champion", "--grid", str(tmp_path / "g.png")])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2
+    assert "error: cannot load models:/gen@champion: its files are gone from the artifact store" in err
+    assert "register the generator again with `dvc repro -f select-generator`" in err
+    assert "check the model name and alias" not in err and not (tmp_path / "g.png").exists()
+
+
 class Payload(mlflow.pyfunc.PythonModel):
     """A pyfunc model whose pickle writes a file when it is loaded: any code could run there."""
 

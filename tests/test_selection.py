@@ -269,3 +269,57 @@ def test_many_images_are_written_in_chunks_numbered_in_order(tmp_path, generator
     assert names == [f"image_{i:04d}.png" for i in range(10)]
     for name in names:
         assert (tmp_path / "chunked" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--seed", "-1", "--grid", "g.png"], "argument --seed: must be 0 or more (got -1)"),
+        (["--grid", "out.npy"], "argument --grid: out.npy must end in .png (the grid is written as a PNG"),
+        (["--grid", "a_folder"], "argument --grid: a_folder is a folder; give a file name ending in .png"),
+        (["--grid", "a_file/g.png"], "argument --grid: a_file/g.png cannot be written: a_file is a file"),
+        (["--out-dir", "a_file"], "argument --out-dir: a_file is a file, not a folder"),
+        (["--out-dir", "a_file/images"], "argument --out-dir: a_file/images cannot be written: a_file is a"),
+        (["--constant", "nan", "--grid", "g.png"], "argument --constant: must be a finite number (got nan;"),
+        (
+            ["--constant=-inf", "--out-dir", "images"],
+            "argument --constant: must be a finite number (got -inf",
+        ),
+    ],
+    ids=[
+        "negative seed",
+        "npy grid",
+        "grid folder",
+        "grid in a file",
+        "out-dir file",
+        "out-dir in a file",
+        "nan constant",
+        "infinite constant",
+    ],  # fmt: skip
+)
+def test_generate_command_gives_usage_errors_not_tracebacks(tmp_path, generator_file, argv, message):
+    """The installed command, as a user runs it: exit code 2, usage, one error line naming the
+    argument, and nothing written."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "a_file").write_text("kept")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    command = Path(sys.executable).parent / "cifar-dcgan-generate"
+    result = subprocess.run(
+        [str(command), "--model", str(generator_file), *argv],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert result.stderr.startswith("usage: cifar-dcgan-generate") and "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert errors == [f"cifar-dcgan-generate: error: {message}" + errors[0].partition(message)[2]]
+    assert (
+        sorted(p.name for p in tmp_path.iterdir()) == before and (tmp_path / "a_file").read_text() == "kept"
+    )
+    assert result.stdout == ""

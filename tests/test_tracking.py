@@ -203,3 +203,29 @@ def test_a_stage_shorter_than_one_sampling_interval_still_fills_the_system_metri
     (run,) = client.search_runs([client.get_experiment_by_name("short").experiment_id])
     assert run.data.metrics["system/cpu_utilization_percentage"] >= 0
     assert run.data.metrics["system/system_memory_usage_megabytes"] > 0
+
+
+def test_a_deleted_experiment_says_so_and_how_to_restore_it(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    from cifar_dcgan.errors import PipelineError
+    from cifar_dcgan.tracking import stage_run
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with stage_run("prepare", "gone", {}):
+        pass
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("gone").experiment_id
+    client.delete_experiment(experiment)
+    with pytest.raises(PipelineError) as error:
+        with stage_run("prepare", "gone", {}):
+            pass
+    message = str(error.value)
+    assert f"the MLflow experiment 'gone' (id {experiment}) in {uri} was deleted" in message
+    assert f"mlflow experiments restore --experiment-id {experiment}" in message
+    assert "set tracking.experiment in params.yaml to another name" in message
+    assert "check MLFLOW_TRACKING_URI" not in message
+    assert len(client.search_runs([experiment], run_view_type=ViewType.ALL)) == 1  # no run was added

@@ -12,66 +12,33 @@ the old ones only when complete, with their disk space claimed before the first 
 """
 
 import contextlib
-import errno
-import io
 import json
-import logging
 import os
-import pickle
 import shutil
-import tarfile
-import urllib.parse
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pooch
-import requests
 
-from cifar_dcgan.errors import PipelineError
+from cifar_dcgan.cifar_archive import (
+    HINT,
+    IMAGE_BYTES,
+    META,
+    NUM_CLASSES,
+    ROOT,
+    TEST_BATCH,
+    TRAIN_BATCHES,
+    check_batch,
+    check_meta,
+    iter_members,
+    load_batch,
+)
+from cifar_dcgan.errors import NO_SPACE, PipelineError, clip
 from cifar_dcgan.images import save_grid
 from cifar_dcgan.store import redact
 
-ROOT = "cifar-10-batches-py"
-TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
-TEST_BATCH = "test_batch"
-META = "batches.meta"
-OPTIONAL = {"readme.html"}
-BATCH_IMAGES = 10_000
-IMAGE_BYTES = 32 * 32 * 3
-MAX_MEMBER_BYTES = 64 * 2**20  # a real batch is 30.7 MB: anything far larger is not CIFAR-10
-MAX_MEMBERS = 32  # the archive holds 8 files and their folder; tarfile keeps every header read
-MAX_HEADER_BYTES = 64 * 2**10  # GNU long names and PAX records of the whole archive (the official has none)
-MAX_QUOTED = 200  # characters of a name, path or URL quoted in an error
 REPORTS_BYTES = 2**20  # summary.json and the preview PNG (about 0.1 MB), with room to spare
-NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
-NUM_CLASSES = 10
-ARCHIVE_BYTES = 170_498_071  # cifar-10-python.tar.gz
-HINT = (
-    "check prepare.url / prepare.md5 in params.yaml, or pass a local copy with "
-    "`dvc exp run -S prepare.url=/path/to/cifar-10-python.tar.gz`"
-)
-
-# The only globals a CIFAR-10 batch pickle may name; each maps to a harmless constructor.
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): np._core.multiarray._reconstruct,
-    ("numpy", "ndarray"): np.ndarray,
-    ("numpy", "dtype"): np.dtype,
-    ("_codecs", "encode"): lambda text, encoding="utf-8": text.encode(encoding),
-}
-
-
-class RestrictedUnpickler(pickle.Unpickler):
-    """Builds numpy arrays, lists, dicts, ints and bytes; refuses every other global."""
-
-    def find_class(self, module: str, name: str):
-        try:
-            return _ALLOWED_GLOBALS[(module, name)]
-        except KeyError:
-            raise pickle.UnpicklingError(f"refusing to load global {_quote(f'{module}.{name}')}") from None
 
 
 DATASET_FILE = "dataset.json"  # name, source URL, archive md5 and counts of the prepared data
@@ -86,225 +53,6 @@ class PreparedSummary:
     min_value: float
     max_value: float
     source_md5: str
-
-
-def fetch_archive(url: str, md5: str, cache_dir: Path, retries: int) -> Path:
-    """Return a local path to the archive whose md5 is `md5`, downloading it if needed.
-    Errors show the URL without its user name or password."""
-    parsed, shown = urllib.parse.urlparse(url), _quote(redact(url))
-    if parsed.scheme in ("http", "https"):
-        return _download(url, md5, cache_dir, retries)
-    if parsed.scheme == "file":
-        if parsed.netloc not in ("", "localhost"):
-            host = _clip(parsed.hostname or "?")
-            raise PipelineError(
-                f"prepare.url = {shown}: a file:// URL of another host ({host}) cannot be read here; "
-                "copy the archive to this machine and give its path, or serve it over http(s)"
-            )
-        path = Path(urllib.parse.unquote(parsed.path))
-    elif parsed.scheme == "" or len(parsed.scheme) == 1:  # a plain path (or a Windows drive)
-        path = Path(url)
-    else:
-        raise PipelineError(
-            f"prepare.url = {shown}: unsupported scheme {_quote(parsed.scheme)}; "
-            "use http(s)://, file:// or a local path"
-        )
-    if path.is_dir():
-        raise PipelineError(
-            f"prepare.url = {shown} is a folder ({_clip(path)}), not the archive; give the path of "
-            "cifar-10-python.tar.gz itself"
-        )
-    if path.exists() and not path.is_file():
-        raise PipelineError(
-            f"prepare.url = {shown} is not a regular file ({_clip(path)} is a device, pipe or socket); "
-            "give the path of cifar-10-python.tar.gz"
-        )
-    if not path.is_file():
-        raise PipelineError(f"archive not found: {_clip(path)} (from prepare.url = {shown}); {HINT}")
-    actual = pooch.file_hash(str(path), alg="md5")
-    if actual != md5:
-        raise PipelineError(
-            f"md5 mismatch for {_clip(path)}: expected {md5}, got {actual}; "
-            f"the file is corrupt or another version. {HINT}"
-        )
-    return path
-
-
-def _download(url: str, md5: str, cache_dir: Path, retries: int) -> Path:
-    name = Path(urllib.parse.urlparse(url).path).name or "cifar-10-python.tar.gz"
-    fetcher = pooch.create(
-        path=cache_dir, base_url="", registry={name: f"md5:{md5}"}, urls={name: url}, retry_if_failed=retries
-    )
-    shown, redacting = _clip(redact(url)), _RedactUrl(url)
-    pooch.get_logger().addFilter(redacting)  # its "Downloading file ... from <url>" line
-    try:
-        return Path(fetcher.fetch(name, progressbar=True))
-    except requests.exceptions.HTTPError as error:
-        raise PipelineError(
-            f"download of {shown} failed: HTTP {error.response.status_code} "
-            f"after {retries + 1} attempt(s); {HINT}"
-        ) from None
-    except requests.exceptions.RequestException as error:
-        raise PipelineError(
-            f"cannot reach {shown} ({type(error).__name__}) after {retries + 1} "
-            f"attempt(s); check the network or {HINT}"
-        ) from None
-    except ValueError as error:  # pooch's hash mismatch
-        raise PipelineError(f"md5 mismatch for {shown}: {_clip(error)}; {HINT}") from None
-    except OSError as error:
-        need = (
-            f" (the official archive takes {ARCHIVE_BYTES / 1e6:.1f} MB)" if error.errno in NO_SPACE else ""
-        )
-        raise PipelineError(
-            f"cannot write the download cache {_clip(cache_dir)}: {error.strerror}{need}; "
-            "make it writable or free some space"
-        ) from None
-    finally:
-        pooch.get_logger().removeFilter(redacting)
-
-
-class _RedactUrl(logging.Filter):
-    """Shows `url` without its user name or password in the log records it passes."""
-
-    def __init__(self, url: str):
-        super().__init__()
-        self.url, self.shown = url, redact(url)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if isinstance(record.args, tuple):
-            record.args = tuple(self.shown if arg == self.url else arg for arg in record.args)
-        return True
-
-
-EXTENDED_HEADERS = (
-    tarfile.GNUTYPE_LONGNAME,
-    tarfile.GNUTYPE_LONGLINK,
-    tarfile.XHDTYPE,
-    tarfile.XGLTYPE,
-    tarfile.SOLARIS_XHDTYPE,
-)
-
-
-class _HeaderRefused(Exception):
-    """A tar header refused before its content is read; the message says which and why."""
-
-
-class _BoundedTarInfo(tarfile.TarInfo):
-    """A tar header whose extensions are bounded before they are read: tarfile reads a GNU long
-    name or a PAX header whole into memory (300 KB of gzip can hold a 300 MB name), and the
-    sparse maps of a sparse member unbounded. A CIFAR-10 archive has no sparse members."""
-
-    def _proc_member(self, tar):
-        if self.type in EXTENDED_HEADERS:
-            tar.spend(self)
-        elif self.type == tarfile.GNUTYPE_SPARSE:
-            raise _HeaderRefused(f"refused the sparse member {_quote(self.name)}")
-        return super()._proc_member(tar)
-
-    def _refuse_sparse(self, member, *args):
-        raise _HeaderRefused(f"refused the sparse member {_quote(member.name)}")
-
-    # the sparse maps that PAX headers announce (GNU formats 0.0, 0.1 and 1.0)
-    _proc_gnusparse_00 = _proc_gnusparse_01 = _proc_gnusparse_10 = _refuse_sparse
-
-
-class _BoundedTarFile(tarfile.TarFile):
-    """A tar stream read with `_BoundedTarInfo`, counting the bytes of its extended headers."""
-
-    tarinfo = _BoundedTarInfo
-    header_bytes = 0
-
-    def spend(self, header: tarfile.TarInfo) -> None:
-        """Count `header` and its content; refuse it, unread, past MAX_HEADER_BYTES in all."""
-        long_name = header.type in (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
-        kind = "GNU long name" if long_name else "PAX header"
-        self.header_bytes += tarfile.BLOCKSIZE * (1 + -(-max(header.size, 0) // tarfile.BLOCKSIZE))
-        if self.header_bytes > MAX_HEADER_BYTES:
-            raise _HeaderRefused(
-                f"refused a {kind} of {header.size} bytes: the extended headers of the archive may hold "
-                f"{MAX_HEADER_BYTES // 1024} KiB in all (those of a CIFAR-10 archive hold under 1 KiB)"
-            )
-
-
-def iter_members(archive: Path) -> Iterator[tuple[str, bytes]]:
-    """Stream (name, bytes) of each batch member, rejecting anything outside the layout, and
-    any header, member or number of members far beyond what the layout needs."""
-    allowed = set(TRAIN_BATCHES) | {TEST_BATCH, META} | OPTIONAL
-    shown = _clip(archive)
-    try:
-        with _BoundedTarFile.open(archive, mode="r|gz") as tar:
-            for count, member in enumerate(tar, start=1):
-                if count > MAX_MEMBERS:
-                    raise PipelineError(f"{shown}: more than {MAX_MEMBERS} members; {HINT}")
-                name = member.name.rstrip("/")
-                if member.isdir() and name == ROOT:
-                    continue
-                parts = name.split("/")
-                if len(parts) != 2 or parts[0] != ROOT or parts[1] not in allowed or not member.isfile():
-                    raise PipelineError(
-                        f"{shown}: unexpected member {_quote(member.name)} (a {_kind(member)}); "
-                        f"a CIFAR-10 archive holds only regular files {ROOT}/{{"
-                        f"{', '.join(sorted(allowed))}}}. {HINT}"
-                    )
-                if member.size > MAX_MEMBER_BYTES:
-                    raise PipelineError(
-                        f"{shown}: member {_quote(member.name)} is {member.size} "
-                        f"bytes, over the {MAX_MEMBER_BYTES} limit. {HINT}"
-                    )
-                if parts[1] not in OPTIONAL:
-                    yield parts[1], tar.extractfile(member).read()
-    except _HeaderRefused as error:
-        raise PipelineError(f"{shown}: {error}; it is not a CIFAR-10 archive. {HINT}") from None
-    except (tarfile.TarError, EOFError, zlib.error, OSError, ValueError) as error:
-        raise PipelineError(
-            f"{shown} is not a readable .tar.gz ({type(error).__name__}: "
-            f"{_clip(error)}); it is truncated or corrupt. {HINT}"
-        ) from None
-
-
-def load_batch(name: str, payload: bytes) -> dict:
-    """Unpickle one member with the restricted unpickler."""
-    try:
-        batch = RestrictedUnpickler(io.BytesIO(payload), encoding="bytes").load()
-    except pickle.UnpicklingError as error:
-        raise PipelineError(
-            f"{ROOT}/{name}: {_clip(error)}; the archive is not a genuine CIFAR-10 "
-            f"archive and was not loaded. {HINT}"
-        ) from None
-    except Exception as error:  # any malformed pickle stream
-        raise PipelineError(
-            f"{ROOT}/{name} is not a valid pickle ({type(error).__name__}: {_clip(error)}). {HINT}"
-        ) from None
-    if not isinstance(batch, dict):
-        raise PipelineError(f"{ROOT}/{name}: expected a dict, got {type(batch).__name__}")
-    return batch
-
-
-def check_batch(name: str, batch: dict) -> tuple[np.ndarray, np.ndarray]:
-    """Return (uint8 images (n, 32, 32, 3), labels (n,)) after checking them; n is 10,000 in
-    the official archive (smaller batches of the same layout are accepted, for tests)."""
-    data, labels = batch.get(b"data"), batch.get(b"labels")
-    if not (
-        isinstance(data, np.ndarray)
-        and data.dtype == np.uint8
-        and data.ndim == 2
-        and 1 <= data.shape[0] <= BATCH_IMAGES
-        and data.shape[1] == IMAGE_BYTES
-    ):
-        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
-        raise PipelineError(
-            f"{ROOT}/{name}: b'data' must be uint8 (n <= {BATCH_IMAGES}, {IMAGE_BYTES}), got {got}. {HINT}"
-        )
-    if not (
-        isinstance(labels, list)
-        and len(labels) == len(data)
-        and all(type(v) is int and 0 <= v < NUM_CLASSES for v in labels)
-    ):
-        raise PipelineError(
-            f"{ROOT}/{name}: b'labels' must be a list of {len(data)} ints in 0..{NUM_CLASSES - 1}. {HINT}"
-        )
-    images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (n, 32, 32, 3)
-    return images, np.asarray(labels, dtype=np.uint8)
 
 
 def scale(images: np.ndarray) -> np.ndarray:
@@ -409,7 +157,7 @@ def _write_splits(archive: Path, folder: Path, limit: int | None, splits: dict[s
         batch = load_batch(name, payload)
         seen.add(name)
         if name == META:
-            _check_meta(batch)
+            check_meta(batch)
             continue
         images, labels = check_batch(name, batch)
         if not splits:
@@ -428,7 +176,7 @@ def _write_splits(archive: Path, folder: Path, limit: int | None, splits: dict[s
         out.write(0 if split == "test" else TRAIN_BATCHES.index(name) * out.per_batch, images, labels)
     missing = sorted((set(TRAIN_BATCHES) | {TEST_BATCH, META}) - seen)
     if missing:
-        raise PipelineError(f"{_clip(archive)}: missing member(s) {missing}; {HINT}")
+        raise PipelineError(f"{clip(archive)}: missing member(s) {missing}; {HINT}")
     for out in splits.values():
         out.close()
 
@@ -456,33 +204,9 @@ def _disk_space(folder: Path, needed: Callable[[], int]) -> Iterator[None]:
         full = error.errno in NO_SPACE
         need = f"; its files need {needed() / 1e6:.1f} MB there" if full else ""
         raise PipelineError(
-            f"cannot write {_clip(folder)}: {error.strerror}{need}; "
+            f"cannot write {clip(folder)}: {error.strerror}{need}; "
             f"{'free some space' if full else 'make it writable'} or choose another output folder"
         ) from None
-
-
-def _clip(value: object) -> str:
-    """`value` as text cut to MAX_QUOTED characters: an error line stays readable whatever an
-    archive, a URL or a path holds."""
-    text = str(value)
-    return text if len(text) <= MAX_QUOTED else text[:MAX_QUOTED] + "…"
-
-
-def _quote(value: object) -> str:
-    """`value` clipped and quoted on one line (newlines and escapes shown as `\\n`, `\\x1b`)."""
-    return repr(_clip(value))
-
-
-def _kind(member: tarfile.TarInfo) -> str:
-    if member.issym() or member.islnk():
-        return "symlink" if member.issym() else "hard link"
-    return "directory" if member.isdir() else "regular file" if member.isfile() else "special file"
-
-
-def _check_meta(meta: dict) -> None:
-    names = meta.get(b"label_names")
-    if not (isinstance(names, list) and len(names) == NUM_CLASSES):
-        raise PipelineError(f"{ROOT}/{META}: b'label_names' must list {NUM_CLASSES} classes")
 
 
 def _fresh_temp_dir(out_dir: Path) -> Path:

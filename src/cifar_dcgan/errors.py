@@ -1,8 +1,28 @@
 """The one error type a user can cause, and how stages report it."""
 
+import errno
 import signal
 import sys
 from collections.abc import Callable
+
+MAX_QUOTED = 200  # characters of a name, path or URL quoted in an error
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def clip(value: object, limit: int = MAX_QUOTED) -> str:
+    """`value` as text cut to `limit` characters: an error line stays readable whatever an
+    archive, a URL, a path or a params file holds."""
+    text = str(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def quoted(value: object, limit: int = MAX_QUOTED) -> str:
+    """`repr(value)`: on one line (newlines and escapes shown as `\\n`, `\\x1b`), cut to `limit`
+    characters; a cut one says how long it was."""
+    size = len(value) if isinstance(value, str | bytes) else None
+    text = repr(value[:limit] if size is not None and size > limit else value)  # never a huge copy
+    size = size if size is not None and size > limit else len(text)
+    return text if len(text) <= limit and size <= limit else f"{text[:limit]}… ({size:,} characters)"
 
 
 class PipelineError(Exception):

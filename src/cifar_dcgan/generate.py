@@ -12,6 +12,7 @@ or an interpolation strip between two latent points.
 import argparse
 import contextlib
 import functools
+import math
 import os
 import sys
 import tempfile
@@ -139,17 +140,7 @@ def generate(argv: list[str] | None = None) -> None:
         "--allow-unsafe", action="store_true", help="load models with Lambda layers (runs code)"
     )
     args = parser.parse_args(argv)
-    if args.n < 1:
-        parser.error(f"argument --n: must be at least 1 (got {args.n})")
-    if not 2 <= args.steps <= MAX_GRID:
-        parser.error(f"argument --steps: must be 2 to {MAX_GRID} (got {args.steps})")
-    if args.grid is None and args.out_dir is None:
-        parser.error("nothing to write: give --grid FILE.png and/or --out-dir DIR")
-    if args.grid and not args.interpolate and args.n > MAX_GRID:
-        parser.error(
-            f"argument --n: a grid shows at most {MAX_GRID} images (got {args.n}); "
-            "write more with --out-dir alone"
-        )
+    check_arguments(parser, args)
     with start_up_notices_dropped():
         import keras  # noqa: F401  TensorFlow loads here
     generator = open_generator(args.model, args.allow_unsafe)
@@ -169,6 +160,47 @@ def generate(argv: list[str] | None = None) -> None:
             columns=len(shown) if args.interpolate else max(7, isqrt(len(shown) - 1) + 1),
         )
     print(f"generated {written} image(s) from {args.model}")
+
+
+def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse, with a usage error (exit code 2), what would fail or mislead once the model is
+    loaded: every message names the argument."""
+    if args.n < 1:
+        parser.error(f"argument --n: must be at least 1 (got {args.n})")
+    if not 2 <= args.steps <= MAX_GRID:
+        parser.error(f"argument --steps: must be 2 to {MAX_GRID} (got {args.steps})")
+    if args.seed < 0:
+        parser.error(f"argument --seed: must be 0 or more (got {args.seed})")
+    if args.constant is not None and not math.isfinite(args.constant):
+        parser.error(
+            f"argument --constant: must be a finite number (got {args.constant}; it gives a blank image)"
+        )
+    if args.grid is None and args.out_dir is None:
+        parser.error("nothing to write: give --grid FILE.png and/or --out-dir DIR")
+    if args.grid and not args.interpolate and args.n > MAX_GRID:
+        parser.error(
+            f"argument --n: a grid shows at most {MAX_GRID} images (got {args.n}); "
+            "write more with --out-dir alone"
+        )
+    if args.grid:
+        if args.grid.is_dir():
+            parser.error(f"argument --grid: {args.grid} is a folder; give a file name ending in .png")
+        if args.grid.suffix.lower() != ".png":
+            parser.error(
+                f"argument --grid: {args.grid} must end in .png (the grid is written as a PNG image)"
+            )
+        _check_folder(parser, "--grid", args.grid, args.grid.parent)
+    if args.out_dir:
+        _check_folder(parser, "--out-dir", args.out_dir, args.out_dir)
+
+
+def _check_folder(parser: argparse.ArgumentParser, flag: str, value: Path, folder: Path) -> None:
+    """`folder` (where `value` goes) is a folder or can be made one: neither it nor its nearest
+    existing parent is a file."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        why = "is a file" if existing == value else f"cannot be written: {existing} is a file"
+        parser.error(f"argument {flag}: {value} {why}, not a folder")
 
 
 def write_images(images: np.ndarray, folder: Path, first: int) -> None:

@@ -175,11 +175,8 @@ def load_generator(uri: str, tracking: str, allow_unsafe: bool = False):
 
 def _open_verified(uri: str, base: str, expected: str | None, folder: Path, allow_unsafe: bool):
     import keras
-    import mlflow.artifacts
 
-    descriptor = Path(
-        mlflow.artifacts.download_artifacts(f"{base.rstrip('/')}/MLmodel", dst_path=str(folder))
-    )
+    descriptor = _download(uri, base, "MLmodel", folder)
     flavors = (yaml.safe_load(descriptor.read_text()) or {}).get("flavors") or {}
     flavor = flavors.get("keras")
     if not flavor or flavor.get("save_exported_model") or flavor.get("data") != "data":
@@ -192,9 +189,7 @@ def _open_verified(uri: str, base: str, expected: str | None, folder: Path, allo
             f"refusing to load {uri}: it has no {SHA_TAG} tag, so its file cannot be checked; "
             "register it again with `dvc repro -f select-generator`, or pass a .keras file you trust"
         )
-    keras_file = Path(
-        mlflow.artifacts.download_artifacts(f"{base.rstrip('/')}/{KERAS_FILE}", dst_path=str(folder))
-    )
+    keras_file = _download(uri, base, KERAS_FILE, folder)
     actual = file_sha256(keras_file)
     if actual != expected:
         raise PipelineError(
@@ -205,3 +200,25 @@ def _open_verified(uri: str, base: str, expected: str | None, folder: Path, allo
         return keras.models.load_model(keras_file, safe_mode=not allow_unsafe)
     except ValueError as error:
         raise PipelineError(f"refusing to load {uri}: {str(error).splitlines()[0]}") from None
+
+
+def _download(uri: str, base: str, name: str, folder: Path) -> Path:
+    """The file `name` of the logged model at `base`, into `folder`. The version's record is in
+    the store by now, so a file that is not there was deleted from the artifact store."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return Path(mlflow.artifacts.download_artifacts(f"{base.rstrip('/')}/{name}", dst_path=str(folder)))
+    except MlflowException as error:
+        if error.error_code == "RESOURCE_DOES_NOT_EXIST":
+            raise PipelineError(
+                f"cannot load {uri}: its files are gone from the artifact store (no {name} in "
+                f"{redact(base)}); they were deleted or moved after registration: register the "
+                "generator again with `dvc repro -f select-generator`, or pass a .keras file"
+            ) from None
+        detail = ([line for line in str(error).splitlines() if line.strip()] or [error.error_code])[-1][:300]
+        raise PipelineError(
+            f"cannot load {uri}: downloading {name} from the artifact store ({redact(base)}) failed: "
+            f"{detail}; check that the artifact store is reachable"
+        ) from None

@@ -136,7 +136,23 @@ def experiment_id(client, name: str, uri: str) -> str:
         if uri.startswith("sqlite:///"):
             location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
         return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+    if experiment.lifecycle_stage == "deleted":  # its name stays taken until `mlflow gc` removes it
+        raise PipelineError(
+            f"the MLflow experiment '{name}' (id {experiment.experiment_id}) in {redact(uri)} was "
+            f"deleted; restore it with `MLFLOW_TRACKING_URI={redact(uri)} mlflow experiments restore "
+            f"--experiment-id {experiment.experiment_id}`, or set tracking.experiment in params.yaml to "
+            "another name"
+        )
     if experiment.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
         for key, value in EXPERIMENT_KIND.items():
             client.set_experiment_tag(experiment.experiment_id, key, value)
     return experiment.experiment_id
+
+
+def tag_condition(key: str, value: str) -> str | None:
+    """MLflow's filter for tag `key` equal to `value`, or None where its syntax cannot quote
+    them (a backtick in the key, both quote marks in the value): callers compare the tag themselves then."""
+    if "`" in key or ("'" in value and '"' in value):
+        return None
+    quote = '"' if "'" in value else "'"  # the filter syntax has no escape inside a string
+    return f"tags.`{key}` = {quote}{value}{quote}"

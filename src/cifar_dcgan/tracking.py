@@ -29,6 +29,7 @@ from cifar_dcgan.store import (
     redact,
     repo_root,
     store_lock,
+    tag_condition,
     tracking_uri,
 )
 
@@ -278,12 +279,13 @@ def _experiment_parent(client, experiment: str) -> str | None:
     name = os.environ.get("DVC_EXP_NAME")
     if not name:
         return None
-    quoted = name.replace("'", "\\'")
+    condition = tag_condition("dvc_exp_name", name)  # MLflow's filter has no escapes: None if unquotable
     found = client.search_runs(
         [experiment],
-        filter_string=f"tags.dvc_exp_name = '{quoted}' and tags.dvc_experiment = 'true'",
-        max_results=1,
+        filter_string=" and ".join(filter(None, [condition, "tags.dvc_experiment = 'true'"])),
+        max_results=1 if condition else 1000,
     )
+    found = [run for run in found if run.data.tags.get("dvc_exp_name") == name]
     if found:
         return found[0].info.run_id
     tags = {

@@ -23,7 +23,7 @@ import tensorflow as tf
 from cifar_dcgan import checkpoint as checkpoint_lib
 from cifar_dcgan.checkpoint import Checkpoint, Progress
 from cifar_dcgan.config.model import ModelParams
-from cifar_dcgan.config.train_gan import TrainGanParams
+from cifar_dcgan.config.train_gan import RESTART_SEED_STEP, TrainGanParams
 from cifar_dcgan.epoch_end import EpochEnd, finish_iteration_on_signal
 from cifar_dcgan.errors import PipelineError, TrainingInterrupted
 from cifar_dcgan.evaluator import Evaluator
@@ -169,7 +169,7 @@ def train_gan(
         _fit_from(gan, epoch_end, real_images, steps)
         while epoch_end.outcome == "restart" and not epoch_end.interrupted:
             progress.restarts += 1
-            epoch_end.go_back(seed=params.seed + 7919 * progress.restarts)
+            epoch_end.go_back(seed=params.seed + RESTART_SEED_STEP * progress.restarts)
             print(f"restart {progress.restarts} of {params.max_restarts} from iteration "
                   f"{int(gan.iteration.numpy())} with a new seed", flush=True)  # fmt: skip
             _fit_from(gan, epoch_end, real_images, steps)

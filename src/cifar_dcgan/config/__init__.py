@@ -6,10 +6,12 @@ The values and the reason for each default live in `params.yaml`; the section mo
 say what type and range each key must have. `load_params("params.yaml", ModelParams, ...)`
 checks every key a stage uses before any work starts and raises a PipelineError naming the
 key, the value and what is allowed. This module holds what the sections share: reading the
-file, the checks, and the bounds set by the data.
+file (refusing anchors and aliases, duplicate keys and sizes no params file has), the checks,
+and the bounds set by the data, the memory and the time.
 """
 
 import dataclasses
+import math
 import types
 import typing
 from pathlib import Path
@@ -17,15 +19,20 @@ from typing import Any, ClassVar, Literal
 
 import yaml
 
-from cifar_dcgan.errors import PipelineError
+from cifar_dcgan.errors import PipelineError, clip, quoted
 
 TRAIN_IMAGES, TEST_IMAGES = 50_000, 10_000  # CIFAR-10's splits: no sample can be larger
 MAX_GENERATED = 50_000  # generated images scored at once (~0.6 GB of float32 images)
-MAX_LATENT_DIM = 16_384  # the generator's first dense layer holds latent_dim x 4096 weights
+MAX_LATENT_DIM = 16_384  # G's first dense layer holds latent_dim x 4 x 4 x g_seed_filters weights
 MAX_D_STEPS = 10  # D updates per G update, unrolled in the traced step
 MAX_SEED = 2**31 - 1  # Keras/NumPy take 0 .. 2**32 - 1; restarts add 7919 per restart to it
-IMAGE_BYTES = 32 * 32 * 3 * 4
+MAX_EPOCHS = 100_000  # an epoch of the full training split takes minutes: this many take months
+IMAGE_SIZE = 32  # CIFAR-10 images are 32 x 32: no kernel needs to be wider
+MAX_FILTERS = 4096  # a 3x3 conv of 4096 -> 4096 channels holds 151M weights (0.6 GB, x4 while training)
+IMAGE_BYTES = IMAGE_SIZE * IMAGE_SIZE * 3 * 4
 CIFAR_TRAIN = "CIFAR-10 has 50,000 training images"
+MAX_PARAMS_BYTES = 1_000_000  # the shipped params.yaml is ~6 KB: anything this large is not a params file
+MAX_DEPTH = 8  # nesting a params file needs: section, key, list (8 leaves room)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,19 +57,89 @@ def load_params(path: str | Path, *sections: type) -> dict[str, Any]:
     """Read `params.yaml` and return the sections of these classes as validated dataclasses,
     by section name (`{"train_gan": TrainGanParams(...)}`)."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as error:
-        raise PipelineError(f"cannot read {path}: {error.strerror}; run from the repo root") from None
-    except yaml.YAMLError as error:
-        raise PipelineError(f"{path} is not valid YAML: {error}") from None
+    raw = read_yaml(path)
     if not isinstance(raw, dict):
         raise PipelineError(f"{path} must be a mapping of sections, got {type(raw).__name__}")
     known = set(SECTION_NAMES)
-    unknown = sorted(set(raw) - known)
+    unknown = sorted(set(raw) - known, key=str)
     if unknown:
-        raise PipelineError(f"{path}: unknown section(s) {unknown}; allowed: {sorted(known)}")
-    return {cls.SECTION: parse_section(cls.SECTION, raw.get(cls.SECTION), cls) for cls in sections}
+        raise PipelineError(f"{path}: unknown section(s) {quoted(unknown)}; allowed: {sorted(known)}")
+    params = {cls.SECTION: parse_section(cls.SECTION, raw.get(cls.SECTION), cls) for cls in sections}
+    if "model" in params and "train_gan" in params:  # the generator's first layer takes from both
+        params["model"].check_latent_dim(params["train_gan"].latent_dim)
+    return params
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document in `path`, refused with a PipelineError naming the file when it is not
+    what a params file can be: too large, nested too deep, with anchors and aliases (which
+    expand a few KB into GB), or with a key given twice (which DVC refuses)."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_PARAMS_BYTES + 1)
+    except OSError as error:
+        raise PipelineError(f"cannot read {path}: {error.strerror}; run from the repo root") from None
+    if len(data) > MAX_PARAMS_BYTES:
+        raise PipelineError(
+            f"{path} is larger than {MAX_PARAMS_BYTES:,} bytes; a params file needs a few KB "
+            "(the shipped params.yaml is ~6 KB): is it the right file?"
+        )
+    try:
+        loader = _ParamsLoader(data.decode("utf-8"), path)
+    except UnicodeDecodeError as error:
+        raise PipelineError(f"{path} is not UTF-8 text (byte {error.start}); save it as UTF-8") from None
+    try:
+        return loader.get_single_data()
+    except yaml.YAMLError as error:
+        raise PipelineError(f"{path} is not valid YAML: {clip(str(error), 600)}") from None
+    except ValueError as error:  # e.g. an integer of more digits than Python converts
+        raise PipelineError(f"{path}: a value cannot be read: {clip(str(error), 300)}") from None
+    finally:
+        loader.dispose()
+
+
+class _ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing what a params file never needs: anchors and aliases,
+    keys given twice, and nesting deeper than MAX_DEPTH (PyYAML recurses per level)."""
+
+    def __init__(self, text: str, path: Path):
+        super().__init__(text)
+        self.name = str(path)  # YAML's own messages name the file, not "<unicode string>"
+        self.path, self.keys = path, []  # keys: where the node being composed sits
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise PipelineError(
+                f"{self.path}, line {line}: YAML anchors and aliases (&name, *name, <<: *name) are "
+                "not allowed in a params file; write the values out in full"
+            )
+        if len(self.keys) >= MAX_DEPTH:
+            raise PipelineError(
+                f"{self.path}, line {line}: nested deeper than {MAX_DEPTH} levels; a params file needs "
+                "three (section, key, list of values)"
+            )
+        self.keys.append(index.value if isinstance(index, yaml.ScalarNode) else "")
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self.keys.pop()
+
+    def compose_mapping_node(self, anchor):
+        node = super().compose_mapping_node(anchor)
+        first = {}  # (tag, text) of each key: `1` and `"1"` differ, `a` and `"a"` do not
+        for key, _ in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                continue
+            if (key.tag, key.value) in first:
+                name = ".".join(k for k in [*self.keys, key.value] if k)
+                raise PipelineError(
+                    f"{self.path}, line {key.start_mark.line + 1}: duplicate key {clip(name)} (first "
+                    f"on line {first[key.tag, key.value]}); DVC refuses such a file too: keep one"
+                )
+            first[key.tag, key.value] = key.start_mark.line + 1
+        return node
 
 
 def parse_section(name: str, values: Any, cls: type) -> Any:
@@ -70,10 +147,10 @@ def parse_section(name: str, values: Any, cls: type) -> Any:
     if not isinstance(values, dict):
         raise PipelineError(f"params.yaml: section '{name}' is missing or not a mapping")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(fields))
+    unknown = sorted(set(values) - set(fields), key=str)
     if unknown:
         raise PipelineError(
-            f"params.yaml: unknown key(s) {', '.join(f'{name}.{k}' for k in unknown)}; "
+            f"params.yaml: unknown key(s) {clip(', '.join(f'{name}.{k}' for k in unknown))}; "
             f"allowed in '{name}': {', '.join(fields)}"
         )
     missing = [k for k in fields if k not in values]
@@ -118,6 +195,7 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
         check(isinstance(value, int) and not isinstance(value, bool), key, value, "a whole number")
     elif typ is float:
         check(isinstance(value, int | float) and not isinstance(value, bool), key, value, "a number")
+        check(_finite(value), key, value, "a finite number")
         return float(value)
     elif typ is str:
         check(isinstance(value, str) and value != "", key, value, "a non-empty string")
@@ -126,7 +204,14 @@ def _coerce(key: str, value: Any, typ: Any) -> Any:
 
 def check(ok: bool, key: str, value: Any, allowed: str) -> None:
     if not ok:
-        raise PipelineError(f"params.yaml: {key} = {value!r} is not allowed; expected {allowed}")
+        raise PipelineError(f"params.yaml: {key} = {quoted(value)} is not allowed; expected {allowed}")
+
+
+def _finite(value: int | float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond float's range
+        return False
 
 
 def check_batch(key: str, value: int) -> None:
@@ -139,11 +224,24 @@ def check_count(key: str, value: int, low: int, high: int, why: str, item_bytes:
     says what `value` would cost."""
     if low <= value <= high:
         return
-    cost = f"; {value} would take ~{value * item_bytes / 1e9:,.0f} GB as float32" if value > high else ""
+    cost = f"; {quoted(value)} would take {_gigabytes(value * item_bytes)} as float32" if value > high else ""
     raise PipelineError(
-        f"params.yaml: {key} = {value!r} is not allowed; expected {low} <= x <= {high} ({why}){cost}"
+        f"params.yaml: {key} = {quoted(value)} is not allowed; expected {low} <= x <= {high} ({why}){cost}"
     )
+
+
+def _gigabytes(size: int) -> str:
+    gb = size // 10**9
+    return f"~{gb:,} GB" if gb < 10**15 else "more memory than any machine has"
 
 
 def check_seed(key: str, value: int) -> None:
     check(0 <= value <= MAX_SEED, key, value, f"0 <= x <= {MAX_SEED} (the seeds Keras and NumPy accept)")
+
+
+def check_epochs(key: str, value: int) -> None:
+    check(1 <= value <= MAX_EPOCHS, key, value, f"1 <= x <= {MAX_EPOCHS:,} (an epoch takes minutes)")
+
+
+def check_learning_rate(key: str, value: float) -> None:
+    check(0 < value, key, value, "a number > 0 (and finite)")

@@ -3,7 +3,21 @@
 import dataclasses
 from typing import ClassVar, Literal
 
-from cifar_dcgan.config import CIFAR_TRAIN, TRAIN_IMAGES, check, check_count, check_seed
+from cifar_dcgan.config import (
+    CIFAR_TRAIN,
+    MAX_FILTERS,
+    TEST_IMAGES,
+    TRAIN_IMAGES,
+    check,
+    check_count,
+    check_epochs,
+    check_learning_rate,
+    check_seed,
+)
+
+# FID's InceptionV3 features are 2048 wide; FCD's covariance of F features needs many more than
+# F images to be estimated (the test split has 10,000), and its square root takes F^3 per snapshot
+MAX_FEATURES = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,16 +40,23 @@ class EvaluatorParams:
     def __post_init__(self):
         s = "train_evaluator"
         check(
-            1 <= len(self.filters) <= 5 and min(self.filters) >= 1,
+            1 <= len(self.filters) <= 5 and 1 <= min(self.filters) and max(self.filters) <= MAX_FILTERS,
             f"{s}.filters",
             list(self.filters),
-            "a list of 1 to 5 positive widths (each block halves 32x32)",
+            f"a list of 1 to 5 widths of 1 to {MAX_FILTERS} (each block halves 32x32; a 3x3 conv of "
+            f"{MAX_FILTERS} -> {MAX_FILTERS} channels already holds 151M weights)",
         )
-        check(self.features >= 2, f"{s}.features", self.features, "an integer >= 2")
+        check(
+            2 <= self.features <= MAX_FEATURES,
+            f"{s}.features",
+            self.features,
+            f"2 <= x <= {MAX_FEATURES} (as wide as FID's InceptionV3 features; FCD's covariance needs "
+            f"many more images than features, and the test split has {TEST_IMAGES:,})",
+        )
         check(0 <= self.dropout < 1, f"{s}.dropout", self.dropout, "0 <= x < 1")
-        check(self.epochs >= 1, f"{s}.epochs", self.epochs, "an integer >= 1")
+        check_epochs(f"{s}.epochs", self.epochs)
         check_count(f"{s}.batch_size", self.batch_size, 1, TRAIN_IMAGES, CIFAR_TRAIN)
-        check(self.learning_rate > 0, f"{s}.learning_rate", self.learning_rate, "a number > 0")
+        check_learning_rate(f"{s}.learning_rate", self.learning_rate)
         check(
             0 <= self.warmup_epochs < self.epochs,
             f"{s}.warmup_epochs",

@@ -5,6 +5,8 @@ from typing import ClassVar
 
 from cifar_dcgan.config import check
 
+MAX_RETRIES = 20
+
 
 @dataclasses.dataclass(frozen=True)
 class PrepareParams:
@@ -28,4 +30,9 @@ class PrepareParams:
             self.limit,
             "null (all images) or a whole number >= 1",
         )
-        check(self.retries >= 0, "prepare.retries", self.retries, "a whole number >= 0")
+        check(
+            0 <= self.retries <= MAX_RETRIES,
+            "prepare.retries",
+            self.retries,
+            f"0 <= x <= {MAX_RETRIES} (each retry of a dead URL waits longer than the one before)",
+        )

@@ -3,7 +3,9 @@
 import dataclasses
 from typing import ClassVar
 
-from cifar_dcgan.config import check, check_batch, check_seed
+from cifar_dcgan.config import check, check_batch, check_learning_rate, check_seed
+
+MAX_ITERATIONS = 100_000  # a working discriminator passes within a few dozen; this many take hours
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,16 +21,14 @@ class SanityParams:
 
     def __post_init__(self):
         check(
-            self.iterations >= 1, "train_discriminator_sanity.iterations", self.iterations, "an integer >= 1"
+            1 <= self.iterations <= MAX_ITERATIONS,
+            "train_discriminator_sanity.iterations",
+            self.iterations,
+            f"1 <= x <= {MAX_ITERATIONS:,} (a working discriminator passes within a few dozen)",
         )
         check_batch("train_discriminator_sanity.batch_size", self.batch_size)
         check_seed("train_discriminator_sanity.seed", self.seed)
-        check(
-            self.learning_rate > 0,
-            "train_discriminator_sanity.learning_rate",
-            self.learning_rate,
-            "a number > 0",
-        )
+        check_learning_rate("train_discriminator_sanity.learning_rate", self.learning_rate)
         check(0 <= self.beta1 < 1, "train_discriminator_sanity.beta1", self.beta1, "0 <= x < 1")
         check(
             0 <= self.min_accuracy <= 1,

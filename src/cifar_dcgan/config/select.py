@@ -3,8 +3,8 @@
 import dataclasses
 from typing import ClassVar, Literal
 
-from cifar_dcgan.config import TEST_IMAGES, check
-from cifar_dcgan.errors import PipelineError
+from cifar_dcgan.config import MAX_EPOCHS, TEST_IMAGES, check
+from cifar_dcgan.errors import PipelineError, quoted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,10 +21,10 @@ class SelectParams:
 
     def __post_init__(self):
         check(
-            self.epoch is None or self.epoch >= 1,
+            self.epoch is None or 1 <= self.epoch <= MAX_EPOCHS,
             "select_generator.epoch",
             self.epoch,
-            "null or a snapshot epoch >= 1",
+            f"null or a snapshot epoch 1 <= x <= {MAX_EPOCHS:,}",
         )
         check(
             0 <= self.target_acc_real <= 1,
@@ -60,5 +60,5 @@ def check_registry_names(model_name: str, alias: str) -> None:
                 check(value)
         except MlflowException as error:
             raise PipelineError(
-                f"params.yaml: {key} = {value!r} is not allowed by MLflow: {error.message}"
+                f"params.yaml: {key} = {quoted(value)} is not allowed by MLflow: {error.message[:300]}"
             ) from None

@@ -8,12 +8,18 @@ from cifar_dcgan.config import (
     MAX_D_STEPS,
     MAX_GENERATED,
     MAX_LATENT_DIM,
+    MAX_SEED,
     TRAIN_IMAGES,
     check,
     check_batch,
     check_count,
+    check_epochs,
+    check_learning_rate,
     check_seed,
 )
+
+RESTART_SEED_STEP = 7919  # restart n trains on seed + 7919 n (cifar_dcgan.training)
+MAX_RESTARTS = (2**32 - 1 - MAX_SEED) // RESTART_SEED_STEP  # its seed stays one NumPy accepts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +54,7 @@ class TrainGanParams:
 
     def __post_init__(self):
         s = "train_gan"
-        check(self.epochs >= 1, f"{s}.epochs", self.epochs, "an integer >= 1")
+        check_epochs(f"{s}.epochs", self.epochs)
         check_batch(f"{s}.batch_size", self.batch_size)
         check(
             1 <= self.snapshot_every <= self.epochs,
@@ -67,12 +73,17 @@ class TrainGanParams:
         )
         check_seed(f"{s}.seed", self.seed)
         for key in ("d_learning_rate", "g_learning_rate"):
-            check(getattr(self, key) > 0, f"{s}.{key}", getattr(self, key), "a number > 0")
+            check_learning_rate(f"{s}.{key}", getattr(self, key))
         check(0 <= self.beta1 < 1, f"{s}.beta1", self.beta1, "0 <= x < 1")
         check(0 <= self.label_smoothing < 0.5, f"{s}.label_smoothing", self.label_smoothing, "0 <= x < 0.5")
         check(0 <= self.label_noise < 0.5, f"{s}.label_noise", self.label_noise, "0 <= x < 0.5")
         check(0 <= self.label_flip < 0.5, f"{s}.label_flip", self.label_flip, "0 <= x < 0.5")
-        check(self.max_restarts >= 0, f"{s}.max_restarts", self.max_restarts, "an integer >= 0")
+        check(
+            0 <= self.max_restarts <= MAX_RESTARTS,
+            f"{s}.max_restarts",
+            self.max_restarts,
+            f"0 <= x <= {MAX_RESTARTS:,} (restart n seeds with seed + {RESTART_SEED_STEP} n, below 2**32)",
+        )
         check(self.failure_window >= 1, f"{s}.failure_window", self.failure_window, "an integer >= 1")
         check(self.failure_loss > 0, f"{s}.failure_loss", self.failure_loss, "a number > 0")
         check_count(f"{s}.fcd_samples", self.fcd_samples, 2, MAX_GENERATED, "generated images held at once")
