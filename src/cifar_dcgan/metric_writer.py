@@ -29,11 +29,11 @@ class MetricWriter:
         now = int(time.time() * 1000)
         self._send([Metric(key, float(value), now, int(step)) for key, value, step in points])
 
-    def flush(self, final: bool, retries: int | None = None) -> None:
+    def flush(self, final: bool) -> None:
         """Confirm what was sent. Refused values are sent again: once (`final=False`, between
-        epochs) or until stored or out of `retries` (`final=True`, then spilled to a file)."""
+        epochs) or until stored or out of retries (`final=True`, then spilled to a file)."""
         self._collect(wait=final)  # between epochs, a slow or dead store must not hold training
-        for attempt in range((retries or self.retries) if final else 1):
+        for attempt in range(self.retries if final else 1):
             if not self.backlog:
                 break
             if attempt:

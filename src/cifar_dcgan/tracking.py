@@ -105,8 +105,9 @@ class MlflowTracker:
 
     def flush(self, final: bool = True) -> None:
         """Confirm the metrics sent (`MetricWriter.flush`); at the end also wait for the image
-        grids and tag the run with what went wrong."""
-        self.metrics.flush(final, retries=1 if self.failing else None)
+        grids and tag the run with what went wrong. Metric values get their whole retry budget
+        even when other calls have failed: a server restarting gets every value once it is back."""
+        self.metrics.flush(final)
         if not final:
             return
         wait_for(self.uploads)  # the run's own image grids, every one written or given up
