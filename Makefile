@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install browser repro compare test test-fast bench bench-stabilizers bench-evaluator profile lint format clean
+.PHONY: help install browser fashion-mnist repro compare test test-fast bench bench-stabilizers bench-evaluator profile lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -26,13 +26,18 @@ repro: $(STAMP)  ## run the whole pipeline (dvc repro)
 compare: $(STAMP)  ## compare the tracked training runs across seeds (cifar-dcgan-compare)
 	cifar-dcgan-compare
 
-test: $(STAMP) browser  ## run all tests, slow end-to-end ones included
+test: $(STAMP) browser fashion-mnist  ## run all tests, slow end-to-end ones included
 	pytest
 
 browser:  ## Debian's chromium for the MLflow UI test (installed if missing, when run as root)
 	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
 		echo "chromium is not installed: the MLflow UI test will be skipped"
+
+fashion-mnist:  ## Debian's real Fashion-MNIST for the any-images test (installed if missing, when run as root)
+	@test -d /usr/share/datasets/fashion-mnist || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; } || \
+		echo "dataset-fashion-mnist is not installed: the Fashion-MNIST test will be skipped"
 
 test-fast: $(STAMP)  ## run the fast tests only
 	pytest -m "not slow"

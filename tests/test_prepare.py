@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import yaml
 
-from cifar_dcgan import cifar, cifar_archive, download
+from cifar_dcgan import cifar, cifar_archive, download, prepare_writer
 from cifar_dcgan.errors import PipelineError
 from conftest import REPO, official_members, synthetic_images, write_archive
 
@@ -63,7 +63,7 @@ def test_prepare_limit_keeps_first_training_images(tmp_path, archive):
 
 
 def test_exact_pixel_scaling():
-    assert cifar.scale(np.array([0, 127, 128, 255], np.uint8)).tolist() == pytest.approx(
+    assert prepare_writer.scale(np.array([0, 127, 128, 255], np.uint8)).tolist() == pytest.approx(
         [-1.0, -0.5 / 127.5, 0.5 / 127.5, 1.0]
     )
 

@@ -191,7 +191,11 @@ def _kind(member: tarfile.TarInfo) -> str:
     return "directory" if member.isdir() else "regular file" if member.isfile() else "special file"
 
 
-def check_meta(meta: dict) -> None:
+def check_meta(meta: dict) -> list[str]:
+    """The class names of `batches.meta`, checked."""
     names = meta.get(b"label_names")
-    if not (isinstance(names, list) and len(names) == NUM_CLASSES):
+    if not (
+        isinstance(names, list) and len(names) == NUM_CLASSES and all(isinstance(n, bytes) for n in names)
+    ):
         raise PipelineError(f"{ROOT}/{META}: b'label_names' must list {NUM_CLASSES} classes")
+    return [clip(name.decode("utf-8", "replace"), 64) for name in names]

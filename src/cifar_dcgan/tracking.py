@@ -141,14 +141,6 @@ class MlflowTracker:
                     time.sleep(1.0)
 
 
-def prepared_dataset(data_dir: Path) -> dict | None:
-    """What `prepare` wrote about its data (`dataset.json`), or None for data prepared before it."""
-    try:
-        return json.loads((data_dir / "dataset.json").read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def run_name(stage: str, env: Mapping[str, str] | None = None) -> str:
     """`<DVC experiment>/<stage>` under `dvc exp run`; otherwise `<short commit>/<stage>`, or
     `workspace/<stage>` when tracked files differ from that commit (dvc.lock aside: DVC

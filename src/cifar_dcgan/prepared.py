@@ -1,0 +1,52 @@
+"""What `prepare` wrote, as the later stages read it: the image shape, the class names and
+the record of where the data came from (`dataset.json`). Every stage takes the shape and
+the classes from here, never from constants, so one parameter (`prepare.dataset`) changes
+the data everywhere."""
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cifar_dcgan.errors import PipelineError, clip
+
+DATASET_FILE = "dataset.json"  # name, source, digest, shape, classes and counts of the prepared data
+
+
+@dataclass(frozen=True)
+class DataInfo:
+    image_shape: tuple[int, int, int]  # (side, side, channels)
+    class_names: tuple[str, ...]  # empty for unlabeled images
+    record: dict = field(default_factory=dict)  # dataset.json as written
+
+    @property
+    def labeled(self) -> bool:
+        return len(self.class_names) >= 2
+
+    @property
+    def name(self) -> str:
+        return str(self.record.get("name", "unknown"))
+
+    @property
+    def digest(self) -> str:
+        return str(self.record.get("digest", ""))
+
+    @classmethod
+    def load(cls, data_dir: Path) -> "DataInfo":
+        """Read `data_dir`'s dataset.json and the training images' shape (from the .npy header)."""
+        try:
+            record = json.loads((data_dir / DATASET_FILE).read_text())
+            shape = np.load(data_dir / "train_images.npy", mmap_mode="r").shape
+            classes = record["classes"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise PipelineError(
+                f"{clip(data_dir)} does not hold data prepared by this version ({error}); "
+                "run `dvc repro prepare`"
+            ) from None
+        if len(shape) != 4 or shape[1] != shape[2] or shape[3] not in (1, 3):
+            raise PipelineError(
+                f"{clip(data_dir)}/train_images.npy holds images of shape {shape[1:]}, not "
+                "(side, side, 1 or 3); run `dvc repro prepare`"
+            )
+        return cls((shape[1], shape[2], shape[3]), tuple(str(c) for c in classes), record)
