@@ -16,6 +16,8 @@ from cifar_dcgan.machine import cpuinfo_values, machine_tags
 from cifar_dcgan.models import adam, build_discriminator, build_generator, latent_points
 from cifar_dcgan.training import build_gan, real_index_batches
 
+SHAPE = (32, 32, 3)  # CIFAR-10's images
+
 # fp32 FLOP per cycle per core: two FMA pipes x lanes x 2 FLOP; 512-bit pipes with AVX-512
 # (Zen 5, recent Xeon; Zen 4 splits them, so half), 256-bit ones with AVX2 only (Zen 3)
 FP32_FLOP_PER_CYCLE = {"avx512f": 64, "avx2": 32}
@@ -45,8 +47,8 @@ def iteration_flops(d_flops: int, g_flops: int, batch: int) -> int:
 def classic_loop(model_params, latent_dim: int, images: np.ndarray, batch: int, seed: int):
     """The tutorial pattern, returning a function that runs one iteration."""
     keras.utils.set_random_seed(seed)
-    d = build_discriminator(model_params, seed)
-    g = build_generator(model_params, latent_dim, seed)
+    d = build_discriminator(model_params, seed, image_shape=SHAPE)
+    g = build_generator(model_params, latent_dim, seed, image_shape=SHAPE)
     d.compile(loss="binary_crossentropy", optimizer=adam(2e-4, 0.5), metrics=["accuracy"])
     d.trainable = False
     gan = keras.Sequential([g, d])
@@ -143,8 +145,8 @@ def theoretical_peak() -> tuple[float, str]:
 def snapshot_scoring(model_params, train_params, evaluator_params) -> float:
     """Seconds to generate `fcd_samples` images and score them with a default-size
     evaluator (its weights do not change the cost), as train-gan does at each snapshot."""
-    generator = build_generator(model_params, train_params.latent_dim, train_params.seed)
-    judge = evaluator.extractor(evaluator.build_classifier(evaluator_params, 0))
+    generator = build_generator(model_params, train_params.latent_dim, train_params.seed, image_shape=SHAPE)
+    judge = evaluator.extractor(evaluator.build_classifier(evaluator_params, 0, SHAPE, 10))
     rng = np.random.default_rng(0)
     features = rng.standard_normal((10_000, evaluator_params.features))
     stats = evaluator.RealStats.of(features, rng)

@@ -137,6 +137,8 @@ def make_project(root: Path) -> Path:
     root.mkdir(parents=True)
     for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore"):
         shutil.copy(REPO / name, root / name)
+    (root / "images").mkdir()
+    shutil.copy(REPO / "images" / "README.md", root / "images" / "README.md")
     for folder in ("stages", "src", ".dvc"):
         shutil.copytree(
             REPO / folder,
@@ -178,6 +180,7 @@ def set_params(root: Path, **sections) -> None:
     load_params(path, *(SECTIONS[name] for name in params))  # the edit itself must be valid
 
 
+SHAPE = (32, 32, 3)  # CIFAR-10's image shape, what the synthetic archives hold
 SMALL_MODEL = {"d_filters": [8, 16, 16, 16], "g_seed_filters": 16, "g_filters": [16, 16, 16]}
 TINY_EVALUATOR = {"filters": [8, 16], "features": 16, "epochs": 1, "batch_size": 32}
 

@@ -16,6 +16,8 @@ from cifar_dcgan.losses import LOSSES
 from cifar_dcgan.models import adam, build_discriminator, build_generator
 from cifar_dcgan.training import make_strategy, real_index_batches
 
+SHAPE = (32, 32, 3)  # CIFAR-10's images
+
 params = load_params(sys.argv[1], ModelParams, TrainGanParams)
 model, train = params["model"], params["train_gan"]
 iterations = int(sys.argv[2])
@@ -23,8 +25,8 @@ make_strategy(train.distribute)  # before any other TensorFlow work, as in the s
 keras.utils.set_random_seed(train.seed)
 images = np.random.default_rng(0).uniform(-1, 1, (1024, 32, 32, 3)).astype(np.float32)  # (N, 32, 32, 3)
 gan = DCGAN(
-    build_discriminator(model, train.seed, LOSSES[train.loss].activation),
-    build_generator(model, train.latent_dim, train.seed),
+    build_discriminator(model, train.seed, LOSSES[train.loss].activation, image_shape=SHAPE),
+    build_generator(model, train.latent_dim, train.seed, image_shape=SHAPE),
     tf.constant(images),
     train,
     steps_per_epoch=iterations,

@@ -76,7 +76,7 @@ BAD = [
     ("model", "d_dropout", 1.0, r"model.d_dropout = 1.0 .* 0 <= x < 1"),
     ("model", "d_batch_norm", "yes", "model.d_batch_norm = 'yes' .* true or false"),
     ("model", "g_filters", [], "model.g_filters = \\[\\] .* a non-empty list"),
-    ("model", "g_filters", [128] * 6, "a list of 1 to 5 positive widths"),
+    ("model", "g_filters", [128] * 9, "a list of 1 to 8 positive widths"),
     ("prepare", "md5", "abc", "prepare.md5 = 'abc' .* 32 lower-case hex digits"),
     ("prepare", "limit", 0, "prepare.limit = 0"),
     ("train_discriminator_sanity", "min_accuracy", 1.5, "min_accuracy = 1.5 .* 0 <= x <= 1"),
@@ -123,10 +123,14 @@ BAD = [
     ("train_gan", "diff_augment", "color", r"diff_augment = 'color' .* a list of distinct items"),
     ("model", "d_spectral_norm", 1, r"model.d_spectral_norm = 1 .* true or false"),
     # sizes the model, the memory or the time cannot take, and numbers that are not finite
-    ("model", "d_kernel", 100_000, r"model.d_kernel = 100000 .* 1 <= x <= 32 \(no wider than the 32x32"),
+    ("model", "d_kernel", 100_000, r"model.d_kernel = 100000 .* 1 <= x <= 32"),
     ("model", "g_kernel", 33, r"model.g_kernel = 33 .* 1 <= x <= 32"),
     ("model", "d_filters", [8, 2**31], r"d_filters = \[8, 2147483648\] .* widths <= 4096 \(a 3x3 conv"),
-    ("model", "d_filters", [8] * 7, r"model.d_filters = .* a list of 2 to 6 positive widths"),
+    ("model", "d_filters", [8] * 9, r"model.d_filters = .* a list of 2 to 8 positive widths"),
+    ("model", "d_strides", [2, 3, 2, 2], r"model.d_strides = \[2, 3, 2, 2\] .* one stride of 1 or 2 per"),
+    ("model", "d_strides", [2, 2], r"model.d_strides .* per d_filters entry \(4\)"),
+    ("model", "g_output", "pixel_shuffle", r"model.g_output .* conv \| conv_transpose \| upsample_conv"),
+    ("model", "init", "he", r"model.init .* truncated_normal"),
     ("model", "g_filters", [128, 8192], r"model.g_filters = \[128, 8192\] .* widths <= 4096"),
     ("model", "g_seed_filters", 10**9, r"model.g_seed_filters = 1000000000 .* 1 <= x <= 4096"),
     ("model", "d_filters", [4096] * 3, r"the discriminator would hold ~302M weights; at most 250M fit"),
@@ -231,16 +235,18 @@ def test_unreadable_params_file(tmp_path):
 
 
 def test_generator_too_large_for_its_latent_dim_is_refused(tmp_path, repo_params):
-    """Each is allowed alone; together the generator's first layer holds 16384 x 4 x 4 x 4096 weights."""
+    """Each is allowed alone; together, at 32 px, the generator's first layer holds
+    16384 x 4 x 4 x 4096 weights: refused once the data's shape is known, before training."""
     params = copy.deepcopy(repo_params)
     params["model"]["g_seed_filters"], params["train_gan"]["latent_dim"] = 4096, 16384
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(params))
-    assert load_params(path, ModelParams)["model"].g_seed_filters == 4096
+    loaded = load_params(path, ModelParams, TrainGanParams)
+    assert loaded["model"].g_seed_filters == 4096
     with pytest.raises(
         PipelineError, match=r"the generator would hold ~1,083M weights; at most 250M .* train_gan.latent_dim"
     ):
-        load_params(path, ModelParams, TrainGanParams)
+        loaded["model"].check_shape((32, 32, 3), loaded["train_gan"].latent_dim)
 
 
 def test_a_long_value_is_quoted_cut_short(tmp_path, repo_params):
@@ -306,7 +312,7 @@ def test_alias_bomb_is_refused_in_one_short_line(tmp_path):
     [
         (
             lambda t: t + "\ntracking:\n  experiment: other\n",
-            r"line 8\d: duplicate key tracking \(first on line 1\)",
+            r"line 9\d: duplicate key tracking \(first on line 1\)",
         ),
         (
             lambda t: t.replace("  epochs: 200", "  epochs: 3\n  epochs: 200"),

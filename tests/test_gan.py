@@ -18,7 +18,7 @@ from cifar_dcgan.models import adam, build_discriminator, build_generator, load_
 from cifar_dcgan.tracker import NullTracker
 from cifar_dcgan.tracking import MlflowTracker
 from cifar_dcgan.training import train_gan
-from conftest import REPO, SMALL_MODEL, synthetic_images, tiny_training
+from conftest import REPO, SHAPE, SMALL_MODEL, synthetic_images, tiny_training
 
 
 def real_images(n=64):
@@ -30,8 +30,8 @@ def make_gan(make_params, d_lr=2e-4, g_lr=2e-4, model=None, **train):
     params = make_params("train_gan", **tiny_training(**train))
     keras.utils.set_random_seed(params.seed)
     gan = DCGAN(
-        build_discriminator(model, params.seed, LOSSES[params.loss].activation),
-        build_generator(model, params.latent_dim, params.seed),
+        build_discriminator(model, params.seed, LOSSES[params.loss].activation, image_shape=SHAPE),
+        build_generator(model, params.latent_dim, params.seed, image_shape=SHAPE),
         tf.constant(real_images()),
         params,
         steps_per_epoch=4,
@@ -220,7 +220,10 @@ def test_bf16_layers_sum_in_float32_as_bf16_hardware_does(make_params, which):
     # units) lose 2x (dense) to 13x (conv-transpose filter gradient) more than the rounding
     model = make_params("model")
     with dtype_policy("mixed_bfloat16"):
-        g, d = build_generator(model, 100, seed=1), build_discriminator(model, seed=1)
+        g, d = (
+            build_generator(model, 100, seed=1, image_shape=SHAPE),
+            build_discriminator(model, seed=1, image_shape=SHAPE),
+        )
     layer, shape = {
         "generator's dense": (g.layers[1], (16, 100)),
         "generator's conv-transpose": (g.layers[-3], (16, 16, 16, 128)),
@@ -265,10 +268,16 @@ def test_the_faster_kernels_are_as_close_to_exact_as_keras_own_layers(make_param
     # weights in Keras' own layers (clone_model builds them afresh)
     model = make_params("model")
     with dtype_policy(precision):
-        g, d = build_generator(model, 100, seed=1), build_discriminator(model, seed=1)
+        g, d = (
+            build_generator(model, 100, seed=1, image_shape=SHAPE),
+            build_discriminator(model, seed=1, image_shape=SHAPE),
+        )
         g_keras, d_keras = keras.models.clone_model(g), keras.models.clone_model(d)
     with dtype_policy("float64"):
-        g64, d64 = build_generator(model, 100, seed=1), build_discriminator(model, seed=1)
+        g64, d64 = (
+            build_generator(model, 100, seed=1, image_shape=SHAPE),
+            build_discriminator(model, seed=1, image_shape=SHAPE),
+        )
     for source, copy in ((g, g_keras), (g, g64), (d, d_keras), (d, d64)):
         copy.set_weights([w.astype(copy.weights[0].dtype) for w in source.get_weights()])
     latents = np.random.default_rng(0).standard_normal((64, 100))
@@ -295,17 +304,20 @@ def test_where_a_gpu_is_visible_the_layers_compute_as_keras_built_them(make_para
     from cifar_dcgan import kernels
 
     model = make_params("model", **SMALL_MODEL)
-    patched = build_generator(model, 8, seed=0)
+    patched = build_generator(model, 8, seed=0, image_shape=SHAPE)
     assert any("call" in vars(layer) for layer in patched.layers)  # the CPU's substitutions
     monkeypatch.setattr(kernels, "gpu_visible", lambda: True)
-    for network in (build_generator(model, 8, seed=0), build_discriminator(model, seed=0)):
+    for network in (
+        build_generator(model, 8, seed=0, image_shape=SHAPE),
+        build_discriminator(model, seed=0, image_shape=SHAPE),
+    ):
         for layer in network.layers:
             assert not {"call", "convolution_op"} & set(vars(layer)), layer.name
 
 
 def test_a_saved_bf16_generator_loads_summing_as_it_trained(tmp_path, make_params):
     with dtype_policy("mixed_bfloat16"):
-        generator = build_generator(make_params("model"), 100, seed=1)
+        generator = build_generator(make_params("model"), 100, seed=1, image_shape=SHAPE)
     generator.save(tmp_path / "g.keras")
     loaded = load_model(tmp_path / "g.keras")
     latents = np.random.default_rng(0).standard_normal((16, 100)).astype(np.float32)
@@ -542,3 +554,16 @@ def test_the_classic_step_repeats_bit_for_bit_in_a_new_process():
         for _ in range(2)
     ]
     assert digests[0] == digests[1]
+
+
+def test_training_images_are_held_as_their_pixels_and_restored_exactly():
+    """A quarter of the memory for prepared data, the same values in the step; data that is
+    not on prepare's pixel grid is held as given."""
+    from cifar_dcgan.gan import from_held, held_images
+
+    scaled = (synthetic_images(64).astype(np.float32) - 127.5) / 127.5
+    held = held_images(scaled, chunk=10)
+    assert held.dtype == np.uint8 and held.nbytes * 4 == scaled.nbytes
+    np.testing.assert_array_equal(from_held(tf.constant(held)).numpy(), scaled)
+    noise = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
+    assert held_images(noise).dtype == np.float32

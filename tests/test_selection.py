@@ -10,7 +10,7 @@ import pytest
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.generate import interpolate, main, slerp
 from cifar_dcgan.selection import select_generator
-from conftest import SMALL_MODEL
+from conftest import SHAPE, SMALL_MODEL
 
 
 def fake_training(tmp_path, make_params, rows, quality=True):
@@ -20,7 +20,7 @@ def fake_training(tmp_path, make_params, rows, quality=True):
     snapshots, reports = tmp_path / "snapshots", tmp_path / "train_gan"
     snapshots.mkdir()
     reports.mkdir()
-    generator = build_generator(make_params("model", **SMALL_MODEL), 8, seed=0)
+    generator = build_generator(make_params("model", **SMALL_MODEL), 8, seed=0, image_shape=SHAPE)
     for row in rows:
         generator.save(snapshots / f"epoch_{row['epoch']:03d}.keras")
     with open(reports / "snapshots.csv", "w", newline="") as file:
@@ -110,7 +110,7 @@ def generator_file(tmp_path, make_params):
     from cifar_dcgan.models import build_generator
 
     path = tmp_path / "generator.keras"
-    build_generator(make_params("model", **SMALL_MODEL), 8, seed=0).save(path)
+    build_generator(make_params("model", **SMALL_MODEL), 8, seed=0, image_shape=SHAPE).save(path)
     return path
 
 

@@ -146,7 +146,7 @@ def generate(argv: list[str] | None = None) -> None:
     generator = open_generator(args.model, args.allow_unsafe)
     written, shown = 0, []
     for points in latents(args, int(generator.input_shape[-1]), CHUNK):
-        images = generator.predict(points, verbose=0)  # (chunk, 32, 32, 3)
+        images = generator.predict(points, verbose=0)  # (chunk, H, W, C)
         if args.grid:
             shown.append(images)
         if args.out_dir:

@@ -1,10 +1,13 @@
-"""The DCGAN's two networks, built from the `model` section of params.yaml.
+"""The DCGAN's two networks, built from the `model` section of params.yaml for the image
+shape `prepare` wrote.
 
 Defaults reproduce the classic Keras DCGAN for CIFAR-10:
 - discriminator: Conv2D 64 3x3 same, then Conv2D 128, 128, 256 3x3 stride 2, LeakyReLU 0.2
   after each, Flatten, Dropout 0.4 (BatchDropout, see below), Dense 1 sigmoid;
 - generator: Dense 4x4x256 + LeakyReLU, three Conv2DTranspose 128 4x4 stride 2 +
   LeakyReLU, Conv2D 3 3x3 tanh.
+The recipes in `recipes/` (the Keras MNIST DCGAN, the 128 px cat-face DCGAN) are other
+settings of the same keys: per-layer strides, batch norm placement, the output layer.
 """
 
 from pathlib import Path
@@ -18,8 +21,6 @@ from cifar_dcgan.config.model import ModelParams
 from cifar_dcgan.kernels import fast_kernels
 from cifar_dcgan.machine import resolve_precision
 from cifar_dcgan.replicas import replica_share, replicas
-
-IMAGE_SHAPE = (32, 32, 3)
 
 
 @keras.saving.register_keras_serializable(package="cifar_dcgan")
@@ -47,11 +48,19 @@ class BatchDropout(layers.Layer):
 def _initializer(params: ModelParams, seed: int):
     if params.init == "normal":
         return keras.initializers.RandomNormal(mean=0.0, stddev=0.02, seed=seed)
+    if params.init == "truncated_normal":
+        return keras.initializers.TruncatedNormal(mean=0.0, stddev=0.02, seed=seed)
     return keras.initializers.GlorotUniform(seed=seed)
 
 
-def build_discriminator(params: ModelParams, seed: int, activation: str | None = "sigmoid") -> keras.Model:
-    """(B, 32, 32, 3) images in [-1, 1] -> (B, 1) probability that each is real (or with
+def build_discriminator(
+    params: ModelParams,
+    seed: int,
+    activation: str | None = "sigmoid",
+    *,
+    image_shape: tuple[int, int, int],
+) -> keras.Model:
+    """(B, H, W, C) images in [-1, 1] -> (B, 1) probability that each is real (or with
     `activation` None a score: see cifar_dcgan.losses)."""
     init = lambda i: _initializer(params, seed + i)  # noqa: E731 - a distinct seed per layer
 
@@ -60,20 +69,20 @@ def build_discriminator(params: ModelParams, seed: int, activation: str | None =
         training call; its vector is a non-trainable weight, kept in checkpoints)."""
         return layers.SpectralNormalization(layer, **kwargs) if params.d_spectral_norm else layer
 
-    inputs = keras.Input(IMAGE_SHAPE)
-    x = normalized(
-        layers.Conv2D(params.d_filters[0], params.d_kernel, padding="same", kernel_initializer=init(0))
-    )(inputs)  # (B, 32, 32, 64)
-    x = layers.LeakyReLU(negative_slope=params.leaky_slope)(x)
-    for i, filters in enumerate(params.d_filters[1:], start=1):
+    inputs = keras.Input(image_shape)
+    x = inputs
+    for i, (filters, stride) in enumerate(zip(params.d_filters, params.strides)):
         x = normalized(
-            layers.Conv2D(filters, params.d_kernel, strides=2, padding="same", kernel_initializer=init(i))
-        )(x)  # (B, 32 / 2^i, 32 / 2^i, filters)
-        if params.d_batch_norm:
+            layers.Conv2D(
+                filters, params.d_kernel, strides=stride, padding="same", kernel_initializer=init(i)
+            )
+        )(x)  # (B, H / stride so far, W / ..., filters): 32 -> 32, 16, 8, 4 by default
+        if params.d_batch_norm and (i > 0 or params.d_batch_norm_first):
             x = layers.BatchNormalization(synchronized=True)(x)
         x = layers.LeakyReLU(negative_slope=params.leaky_slope)(x)
-    x = layers.Flatten()(x)  # (B, 4 * 4 * 256)
-    x = BatchDropout(params.d_dropout, seed=seed)(x)
+    x = layers.Flatten()(x)  # (B, 4 * 4 * 256) by default
+    if params.d_dropout > 0:
+        x = BatchDropout(params.d_dropout, seed=seed)(x)
     # float32 output even under mixed precision: a bf16 sigmoid rounds to 0.5 at init
     outputs = normalized(
         layers.Dense(
@@ -84,36 +93,55 @@ def build_discriminator(params: ModelParams, seed: int, activation: str | None =
     return fast_kernels(keras.Model(inputs, outputs, name="discriminator"))
 
 
-def build_generator(params: ModelParams, latent_dim: int, seed: int) -> keras.Model:
-    """(B, latent_dim) latent points -> (B, 32, 32, 3) images in [-1, 1]."""
+def build_generator(
+    params: ModelParams, latent_dim: int, seed: int, *, image_shape: tuple[int, int, int]
+) -> keras.Model:
+    """(B, latent_dim) latent points -> (B, H, W, C) images in [-1, 1]."""
     init = lambda i: _initializer(params, seed + 100 + i)  # noqa: E731
-    side = IMAGE_SHAPE[0] // 2 ** len(params.g_filters)  # 4 for three upsampling blocks
-    inputs = keras.Input((latent_dim,))
-    x = layers.Dense(side * side * params.g_seed_filters, kernel_initializer=init(0))(inputs)
-    if params.g_batch_norm:
-        x = layers.BatchNormalization(synchronized=True)(x)
-    x = layers.LeakyReLU(negative_slope=params.leaky_slope)(x)
-    x = layers.Reshape((side, side, params.g_seed_filters))(x)  # (B, 4, 4, 256)
-    for i, filters in enumerate(params.g_filters, start=1):
-        if params.g_upsampling == "conv_transpose":
-            x = layers.Conv2DTranspose(
-                filters, params.g_kernel, strides=2, padding="same", kernel_initializer=init(i)
-            )(x)
-        else:
-            x = layers.UpSampling2D(2)(x)
-            x = layers.Conv2D(filters, params.g_kernel, padding="same", kernel_initializer=init(i))(x)
-        if params.g_batch_norm:  # (B, 4 * 2^i, 4 * 2^i, filters)
+    side = params.check_shape(image_shape, latent_dim)  # 4 for 32 px and three upsampling blocks
+    seed_shape = (side, side, params.g_seed_filters)
+
+    def activate(x, batch_norm: bool):
+        """LeakyReLU with batch norm before it (or after, g_batch_norm_after_activation)."""
+        after = params.g_batch_norm_after_activation
+        if batch_norm and not after:
             x = layers.BatchNormalization(synchronized=True)(x)
         x = layers.LeakyReLU(negative_slope=params.leaky_slope)(x)
-    outputs = layers.Conv2D(
-        3,
-        3,
+        return layers.BatchNormalization(synchronized=True)(x) if batch_norm and after else x
+
+    inputs = keras.Input((latent_dim,))
+    x = layers.Dense(side * side * params.g_seed_filters, kernel_initializer=init(0))(inputs)
+    dense_norm = params.g_batch_norm and params.g_batch_norm_dense
+    if params.g_batch_norm_after_activation:  # batch norm per channel of the seed, as the Keras MNIST DCGAN
+        x = activate(layers.Reshape(seed_shape)(x), dense_norm)
+    else:
+        x = layers.Reshape(seed_shape)(activate(x, dense_norm))  # (B, 4, 4, 256) by default
+    for i, filters in enumerate(params.g_filters, start=1):
+        x = _upsample(x, params.g_upsampling, filters, params.g_kernel, init(i))
+        x = activate(x, params.g_batch_norm)  # (B, side * 2^i, side * 2^i, filters)
+    last = init(len(params.g_filters) + 1)
+    if params.g_output == "upsample_conv":
+        x = layers.UpSampling2D(2)(x)
+    output_layer = layers.Conv2DTranspose if params.g_output == "conv_transpose" else layers.Conv2D
+    outputs = output_layer(
+        image_shape[2],
+        params.g_output_kernel,
         padding="same",
         activation="tanh",
         dtype="float32",
-        kernel_initializer=init(len(params.g_filters) + 1),
-    )(x)  # (B, 32, 32, 3)
+        kernel_initializer=last,
+    )(x)  # (B, H, W, C)
     return fast_kernels(keras.Model(inputs, outputs, name="generator"))
+
+
+def _upsample(x, kind: str, filters: int, kernel: int, initializer):
+    """`x` at twice the side: a stride-2 transposed conv, or nearest upsampling and a conv."""
+    if kind == "conv_transpose":
+        return layers.Conv2DTranspose(
+            filters, kernel, strides=2, padding="same", kernel_initializer=initializer
+        )(x)
+    x = layers.UpSampling2D(2)(x)
+    return layers.Conv2D(filters, kernel, padding="same", kernel_initializer=initializer)(x)
 
 
 def latent_points(rng: np.random.Generator, n: int, dim: int, distribution: str) -> np.ndarray:

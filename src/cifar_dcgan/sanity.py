@@ -38,7 +38,7 @@ def train_sanity(
 ) -> SanityResult:
     """Train a fresh D on real (target 1) vs. noise in [-1, 1] (target 0)."""
     keras.utils.set_random_seed(params.seed)
-    discriminator = build_discriminator(model, params.seed)
+    discriminator = build_discriminator(model, params.seed, image_shape=tuple(real_images.shape[1:]))
     optimizer = adam(params.learning_rate, params.beta1)
     update = tf.function(
         lambda images, targets: discriminator_update(discriminator, optimizer, images, targets, bce)
@@ -48,7 +48,7 @@ def train_sanity(
     ones, zeros = tf.ones((half, 1)), tf.zeros((half, 1))
     acc_real, acc_fake = [], []
     for _ in range(params.iterations):
-        real = real_images[rng.integers(0, len(real_images), half)]  # (B/2, 32, 32, 3)
+        real = real_images[rng.integers(0, len(real_images), half)]  # (B/2, H, W, C)
         noise = rng.uniform(-1.0, 1.0, real.shape).astype(np.float32)
         _, real_predictions = update(tf.constant(real), ones)
         _, fake_predictions = update(tf.constant(noise), zeros)

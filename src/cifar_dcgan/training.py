@@ -27,7 +27,7 @@ from cifar_dcgan.config.train_gan import RESTART_SEED_STEP, TrainGanParams
 from cifar_dcgan.epoch_end import EpochEnd, finish_iteration_on_signal
 from cifar_dcgan.errors import PipelineError, TrainingInterrupted
 from cifar_dcgan.evaluator import Evaluator
-from cifar_dcgan.gan import DCGAN
+from cifar_dcgan.gan import DCGAN, held_images
 from cifar_dcgan.losses import LOSSES
 from cifar_dcgan.machine import dtype_policy, gpu_visible
 from cifar_dcgan.models import adam, build_discriminator, build_generator
@@ -220,13 +220,16 @@ def build_gan(
 ) -> DCGAN:
     """Both networks, their optimizers and the DCGAN, seeded, built under the strategy."""
     keras.utils.set_random_seed(params.seed)
+    image_shape = tuple(real_images.shape[1:])  # (H, W, C) as prepare wrote them
     with strategy.scope():
         with dtype_policy(params.precision):
-            discriminator = build_discriminator(model, params.seed, LOSSES[params.loss].activation)
-            generator = build_generator(model, params.latent_dim, params.seed)
+            discriminator = build_discriminator(
+                model, params.seed, LOSSES[params.loss].activation, image_shape=image_shape
+            )
+            generator = build_generator(model, params.latent_dim, params.seed, image_shape=image_shape)
         d_optimizer = adam(params.d_learning_rate, params.beta1, params.precision)
         g_optimizer = adam(params.g_learning_rate, params.beta1, params.precision)
-        gan = DCGAN(discriminator, generator, tf.constant(real_images), params, steps)
+        gan = DCGAN(discriminator, generator, tf.constant(held_images(real_images)), params, steps)
         gan.compile(d_optimizer, g_optimizer)
         gan.state_variables()  # builds both optimizers under the strategy
     return gan

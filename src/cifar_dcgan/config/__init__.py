@@ -65,8 +65,6 @@ def load_params(path: str | Path, *sections: type) -> dict[str, Any]:
     if unknown:
         raise PipelineError(f"{path}: unknown section(s) {quoted(unknown)}; allowed: {sorted(known)}")
     params = {cls.SECTION: parse_section(cls.SECTION, raw.get(cls.SECTION), cls) for cls in sections}
-    if "model" in params and "train_gan" in params:  # the generator's first layer takes from both
-        params["model"].check_latent_dim(params["train_gan"].latent_dim)
     return params
 
 
