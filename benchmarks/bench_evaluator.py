@@ -67,7 +67,9 @@ def main() -> None:
     steps = math.ceil(TRAIN_IMAGES / params.batch_size)
     models, steps_fn = {}, {}
     for name, changes in variants(params).items():
-        models[name] = evaluator.compiled_classifier(dataclasses.replace(params, **changes), steps)
+        models[name] = evaluator.compiled_classifier(
+            dataclasses.replace(params, **changes), steps, (32, 32, 3), 10, flip=True
+        )
         steps_fn[name] = lambda model=models[name]: model.train_on_batch(*batch)
     times = interleaved(steps_fn, args.rounds, args.batches)
     print(

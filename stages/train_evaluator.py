@@ -1,5 +1,6 @@
-"""Stage `train-evaluator`: train the CIFAR-10 classifier that judges generated images, and
-cache the real test split's feature statistics. Depends only on `prepare`'s outputs and the
+"""Stage `train-evaluator`: train the classifier that judges generated images (on the data's
+classes, or on rotations for unlabeled images), and cache the real test split's feature
+statistics. Depends only on `prepare`'s outputs and the
 `train_evaluator` params, so GAN experiments never retrain it.
 
 python stages/train_evaluator.py --data data/prepared --out models/evaluator \
@@ -19,7 +20,8 @@ from cifar_dcgan.config import TrackingParams, flatten, load_params
 from cifar_dcgan.config.evaluator import EvaluatorParams
 from cifar_dcgan.errors import run_stage
 from cifar_dcgan.machine import machine_tags, precision_notice
-from cifar_dcgan.tracking import prepared_dataset, stage_run
+from cifar_dcgan.prepared import DataInfo
+from cifar_dcgan.tracking import stage_run
 
 
 def main() -> None:
@@ -33,8 +35,12 @@ def main() -> None:
     p = params["train_evaluator"]
     if notice := precision_notice("train_evaluator.precision", p.precision):
         print(notice, file=sys.stderr, flush=True)
-    train, test = (
-        (np.load(args.data / f"{split}_images.npy"), np.load(args.data / f"{split}_labels.npy"))
+    data = DataInfo.load(args.data)
+    train, test = (  # images memory-mapped: a batch is read at a time where the data allows
+        (
+            np.load(args.data / f"{split}_images.npy", mmap_mode="r"),
+            np.load(args.data / f"{split}_labels.npy"),
+        )
         for split in ("train", "test")
     )
     with stage_run(
@@ -44,23 +50,30 @@ def main() -> None:
         machine_tags(p.precision),  # what `auto` became here; oneDNN on or off
         system_metrics=True,
     ) as tracker:
-        if dataset := prepared_dataset(args.data):
-            tracker.log_dataset(dataset, "training")
+        tracker.log_dataset(data.record, "training")
         start, cpu_start = time.monotonic(), time.process_time()
         classifier, history = evaluator.train_classifier(
-            train, test, p, tracker, verbose=1 if sys.stdout.isatty() else 2
+            train, test, p, tracker, len(data.class_names), verbose=1 if sys.stdout.isatty() else 2
         )
         timing = {
             "train_minutes": (time.monotonic() - start) / 60,
             "cpu_minutes": (time.process_time() - cpu_start) / 60,
         }
         metrics = evaluator.write_outputs(
-            classifier, history, train, test, p.seed, args.out, args.reports, timing
+            classifier, history, train, test, p.seed, args.out, args.reports, list(data.class_names), timing
         )
         tracker.log_metrics(metrics, step=p.epochs)
         tracker.log_artifact(args.reports / "history.csv", "reports")
+    task = "classes" if data.labeled else "rotation"
+    if not data.labeled and metrics["test_accuracy"] < evaluator.NEAR_CHANCE:
+        print(
+            f"warning: the rotation judge reached {metrics['test_accuracy']:.0%} on the test images' "
+            "rotations (chance: 25%): these images look alike when turned, so its FCD says little; "
+            "add class folders to prepare.path for a classifier judge, or train it longer",
+            file=sys.stderr,
+        )
     print(
-        f"evaluator: test accuracy {metrics['test_accuracy']:.4f} after {p.epochs} epochs "
+        f"evaluator ({task}): test accuracy {metrics['test_accuracy']:.4f} after {p.epochs} epochs "
         f"({metrics['train_minutes']:.1f} min); FCD of real training images {metrics['real_fcd']:.3f}"
     )
 

@@ -25,8 +25,9 @@ from cifar_dcgan.errors import run_stage
 from cifar_dcgan.evaluator import Evaluator
 from cifar_dcgan.losses import LOSSES
 from cifar_dcgan.machine import machine_tags, precision_notice
+from cifar_dcgan.prepared import DataInfo
 from cifar_dcgan.tracker import NullTracker
-from cifar_dcgan.tracking import prepared_dataset, stage_run
+from cifar_dcgan.tracking import stage_run
 from cifar_dcgan.training import is_chief, make_strategy, train_gan
 
 
@@ -44,8 +45,11 @@ def main() -> None:
     strategy = make_strategy(train.distribute)  # before any other TensorFlow work
     if notice := precision_notice("train_gan.precision", train.precision):
         print(notice, file=sys.stderr, flush=True)
+    data = DataInfo.load(args.data)
+    model.check_shape(data.image_shape, train.latent_dim)  # before any run is opened
     real_images = np.load(args.data / "train_images.npy", mmap_mode="r")
     judge = Evaluator.load(args.evaluator)
+    judge.check_images(data.image_shape, str(args.data))
     # (on a cluster, every worker resumes from this folder: keep it on shared storage)
     resume = checkpoint.load(
         args.checkpoint, checkpoint.fingerprint(model, train, real_images, judge.digest), train.epochs
@@ -62,6 +66,9 @@ def main() -> None:
                     # FCDs of different judges never pool; the description says what d1/d2/g mean
                     {
                         "evaluator_digest": judge.digest,
+                        "judge_task": judge.task,  # classes | rotation
+                        "dataset": data.name,
+                        "dataset_digest": data.digest,
                         "mlflow.note.content": LOSSES[train.loss].note,
                         **machine_tags(train.precision),  # what `auto` became here; oneDNN on or off
                     },
@@ -69,8 +76,7 @@ def main() -> None:
                     system_metrics=True,
                 )
             )
-            if dataset := prepared_dataset(args.data):
-                tracker.log_dataset(dataset, "training")
+            tracker.log_dataset(data.record, "training")
             snapshots, reports, state = args.snapshots, args.reports, args.checkpoint
         else:  # another worker of a cluster computes its share; its files are thrown away
             scratch = Path(stack.enter_context(tempfile.TemporaryDirectory()))

@@ -10,7 +10,7 @@ from cifar_dcgan import evaluator, fid
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.models import build_generator
 from cifar_dcgan.tracker import NullTracker
-from conftest import SMALL_MODEL, TINY_EVALUATOR, synthetic_images
+from conftest import SHAPE, SMALL_MODEL, TINY_EVALUATOR, synthetic_images
 
 
 def random_rotation(rng, dim):
@@ -79,16 +79,18 @@ def tiny_judge(tmp_path_factory, make_params):
     scale = lambda images: images.astype(np.float32) / 127.5 - 1.0  # noqa: E731
     train = (scale(synthetic_images(512, seed=1)), np.arange(512) % 10)
     test = (scale(synthetic_images(256, seed=2)), np.arange(256) % 10)
-    classifier, history = evaluator.train_classifier(train, test, params, NullTracker(), verbose=0)
+    classifier, history = evaluator.train_classifier(train, test, params, NullTracker(), 10, verbose=0)
     folder = tmp_path_factory.mktemp("judge")
-    metrics = evaluator.write_outputs(classifier, history, train, test, 1, folder / "out", folder / "reports")
+    metrics = evaluator.write_outputs(
+        classifier, history, train, test, 1, folder / "out", folder / "reports", [f"c{k}" for k in range(10)]
+    )
     return evaluator.Evaluator.load(folder / "out"), train, metrics, folder
 
 
 def separation_cases(train_images, make_params, rng, n):
     """Real images and the three kinds of bad generator, `n` images each in [-1, 1]."""
     real = train_images[rng.choice(len(train_images), n, replace=False)]
-    generator = build_generator(make_params("model", **SMALL_MODEL), 100, seed=3)
+    generator = build_generator(make_params("model", **SMALL_MODEL), 100, seed=3, image_shape=SHAPE)
     untrained = generator.predict(rng.standard_normal((n, 100)).astype(np.float32), verbose=0)
     one = train_images[rng.integers(len(train_images))]
     collapsed = np.clip(one + rng.normal(0, 0.02, (n, *one.shape)), -1, 1).astype(np.float32)
@@ -105,7 +107,11 @@ def test_fcd_separates_real_images_from_bad_generators_on_synthetic_data(tiny_ju
     assert scores["collapsed"]["diversity"] < 0.1 < 0.8 < scores["real"]["diversity"]
     # the stage's outputs: the real reference scores and a per-epoch history for DVC plots
     written = json.loads((folder / "reports" / "reference.json").read_text())
-    assert written == metrics and 0.0 <= written["test_accuracy"] <= 1.0
+    assert {k: written[k] for k in metrics} == metrics and 0.0 <= written["test_accuracy"] <= 1.0
+    assert written["task"] == "classes" and written["chance_accuracy"] == 0.1
+    # a collapsed generator: its images look like one real image, they cover nothing
+    assert scores["collapsed"]["recall"] < 0.05 < scores["real"]["recall"]
+    assert scores["collapsed"]["coverage"] < scores["real"]["coverage"]
     shown = json.loads((folder / "reports" / "metrics.json").read_text())  # dvc exp show: one number
     assert shown == {"test_accuracy": written["test_accuracy"]}
     assert written["real_fcd"] < scores["noise"]["fcd"] / 10
@@ -131,7 +137,7 @@ def test_fcd_and_mode_collapse_signals_on_the_real_mirror(full_mirror, make_para
     train = (load("train_images")[:10_000], load("train_labels")[:10_000])
     test = (load("test_images"), load("test_labels"))
     params = make_params("train_evaluator", filters=[16, 32, 64], features=64, epochs=2)
-    classifier, _ = evaluator.train_classifier(train, test, params, NullTracker(), verbose=0)
+    classifier, _ = evaluator.train_classifier(train, test, params, NullTracker(), 10, verbose=0)
     judge = evaluator.extractor(classifier)
     features, probabilities = evaluator.embed(judge, test[0])
     assert np.mean(probabilities.argmax(axis=1) == test[1]) > 0.2  # twice chance: it has learnt something

@@ -1,5 +1,6 @@
-"""An offline judge of image quality: a CIFAR-10 classifier, its features of real test
-images, and the metrics that compare generated images with them.
+"""An offline judge of image quality: a classifier trained on the prepared data (its classes,
+or for unlabeled images the rotation task of cifar_dcgan.rotation), its features of real
+test images, and the metrics that compare generated images with them.
 
     python stages/train_evaluator.py   (what `dvc repro train-evaluator` runs)
 
@@ -10,11 +11,15 @@ images, and the metrics that compare generated images with them.
 - `kid`: the unbiased squared MMD with the cubic polynomial kernel on the same features,
   averaged over random subsets (KID's estimator). Unbiased, so it can go slightly below 0.
 - `class_score`: exp(mean KL(p(y|x) || p(y))), the Inception Score's formula with this
-  classifier: high when each image is clearly one class and all classes appear (max 10).
+  classifier: high when each image is clearly one class and all classes appear (max: the
+  number of classes).
 - `class_entropy`: entropy in bits of the histogram of predicted classes (log2(10) = 3.32
-  when every class is equally common; near 0 when the generator has collapsed to one mode).
+  when every one of 10 classes is equally common; near 0 when the generator has collapsed to
+  one mode). With a rotation judge both say how upright the images look, not how varied.
 - `diversity`: mean pairwise feature distance of generated images over that of real test
   images (1.0: as varied as real images; near 0: the same image over and over).
+- `precision`, `recall`, `density`, `coverage` (cifar_dcgan.prdc) on the same features:
+  whether generated images look real, and whether they cover the real data.
 """
 
 import dataclasses
@@ -31,26 +36,36 @@ from cifar_dcgan.config.evaluator import EvaluatorParams
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.kernels import fast_kernels
 from cifar_dcgan.machine import dtype_policy
-from cifar_dcgan.models import IMAGE_SHAPE
+from cifar_dcgan.prdc import prdc
+from cifar_dcgan.rotation import ROTATIONS, RotatedBatches, all_rotations
 from cifar_dcgan.tracker import Tracker
 
-CLASSES = 10
 CLASSIFIER_FILE = "classifier.keras"
 STATS_FILE = "real_stats.npz"
-QUALITY = ("fcd", "kid", "class_score", "class_entropy", "diversity")
+JUDGE_FILE = "judge.json"  # what the judge predicts: the data's classes, or rotations
+QUALITY = (
+    "fcd", "kid", "class_score", "class_entropy", "diversity", "precision", "recall", "density", "coverage"
+)  # fmt: skip
+ROTATION_TEST_IMAGES = 2500  # test images whose four rotations measure a rotation judge's accuracy
+PRDC_MIN = 5  # density and coverage use each point's 5th nearest neighbour
+NEAR_CHANCE = 0.4  # a rotation judge below this accuracy (chance: 0.25) has learned little
 KID_SUBSETS, KID_SUBSET_SIZE = 50, 1000  # as in KID's reference code (Binkowski et al., 2018)
 DIVERSITY_SAMPLES = 1000  # images whose pairwise feature distances are averaged
 
 
-def build_classifier(params: EvaluatorParams, seed: int) -> keras.Model:
-    """(B, 32, 32, 3) images in [-1, 1] -> (B, 10) class probabilities. A VGG-style net:
+def build_classifier(
+    params: EvaluatorParams, seed: int, image_shape: tuple[int, int, int], classes: int, flip: bool = True
+) -> keras.Model:
+    """(B, H, W, C) images in [-1, 1] -> (B, classes) class probabilities. A VGG-style net:
     per entry of `filters` two 3x3 conv + batch norm + ReLU and a 2x2 max-pool, after the
     two convs or between them (`pool`); then global average pooling, the `features` layer
-    (what FCD compares), dropout and softmax."""
-    inputs = keras.Input(IMAGE_SHAPE)
+    (what FCD compares), dropout and softmax. `flip` False: no random mirroring in the net
+    (a rotation judge's batches are mirrored before they are turned)."""
+    inputs = keras.Input(image_shape)
     x = inputs
     if params.augment:  # active in fit() only; identity when judging images
-        x = layers.RandomFlip("horizontal", seed=seed)(x)
+        if flip:
+            x = layers.RandomFlip("horizontal", seed=seed)(x)
         # whole-pixel shifts: bilinear resampling cost a quarter of the training time
         x = layers.RandomTranslation(
             0.125, 0.125, fill_mode="reflect", interpolation="nearest", seed=seed + 1
@@ -71,11 +86,11 @@ def build_classifier(params: EvaluatorParams, seed: int) -> keras.Model:
             x = layers.BatchNormalization(momentum=0.9)(x)
             x = layers.ReLU()(x)
         if params.pool == "after":
-            x = layers.MaxPooling2D()(x)  # (B, 32 / 2^(i+1), 32 / 2^(i+1), filters)
+            x = layers.MaxPooling2D()(x)  # (B, H / 2^(i+1), W / 2^(i+1), filters)
     x = layers.GlobalAveragePooling2D()(x)  # (B, filters[-1])
     x = layers.Dense(params.features, activation="relu", name="features")(x)  # (B, features)
     x = layers.Dropout(params.dropout, seed=seed)(x)
-    outputs = layers.Dense(CLASSES, activation="softmax", dtype="float32", name="classes")(x)
+    outputs = layers.Dense(classes, activation="softmax", dtype="float32", name="classes")(x)
     return fast_kernels(keras.Model(inputs, outputs, name="evaluator"))
 
 
@@ -102,10 +117,12 @@ def learning_rate(params: EvaluatorParams, steps_per_epoch: int):
     )
 
 
-def compiled_classifier(params: EvaluatorParams, steps_per_epoch: int) -> keras.Model:
+def compiled_classifier(
+    params: EvaluatorParams, steps_per_epoch: int, image_shape: tuple[int, int, int], classes: int, flip: bool
+) -> keras.Model:
     """The classifier in `params.precision`, compiled with AdamW on `learning_rate`'s schedule."""
     with dtype_policy(params.precision):
-        model = build_classifier(params, params.seed)
+        model = build_classifier(params, params.seed, image_shape, classes, flip)
     model.compile(
         optimizer=keras.optimizers.AdamW(
             learning_rate(params, steps_per_epoch), weight_decay=params.weight_decay
@@ -121,33 +138,45 @@ def train_classifier(
     test: tuple[np.ndarray, np.ndarray],
     params: EvaluatorParams,
     tracker: Tracker,
+    classes: int,
     verbose: int = 2,
 ) -> tuple[keras.Model, dict[str, list[float]]]:
     """Fit on (images, labels) of the training split, watching the test split each epoch
-    (nothing is chosen by it). Returns a float32 copy of the model and fit()'s history."""
+    (nothing is chosen by it). `classes` below 2 (unlabeled images): fit the rotation task
+    instead, watching the test images' four rotations. Returns a float32 copy of the model
+    and fit()'s history."""
     keras.utils.set_random_seed(params.seed)
-    model = compiled_classifier(params, math.ceil(len(train[0]) / params.batch_size))
+    image_shape = tuple(train[0].shape[1:])
+    rotation = classes < 2
+    classes = ROTATIONS if rotation else classes
+    model = compiled_classifier(
+        params, math.ceil(len(train[0]) / params.batch_size), image_shape, classes, not rotation
+    )
+    if rotation:
+        data = {"x": RotatedBatches(train[0], params.batch_size, params.seed, flip=params.augment)}
+        validation = all_rotations(test[0][:ROTATION_TEST_IMAGES])
+    else:
+        data, validation = {"x": train[0], "y": train[1], "batch_size": params.batch_size}, test
     history = model.fit(
-        *train,
-        batch_size=params.batch_size,
+        **data,
         epochs=params.epochs,
-        validation_data=test,
+        validation_data=validation,
         callbacks=[EpochMetrics(tracker)],
         verbose=verbose,
     )
     with dtype_policy("float32"):  # judge in float32, whatever precision trained it
-        judge = build_classifier(params, params.seed)
+        judge = build_classifier(params, params.seed, image_shape, classes, not rotation)
     judge.set_weights(model.get_weights())
     return judge, {k: [float(v) for v in values] for k, values in history.history.items()}
 
 
 def extractor(classifier: keras.Model) -> keras.Model:
-    """The classifier with two outputs: (features (B, F), class probabilities (B, 10))."""
+    """The classifier with two outputs: (features (B, F), class probabilities (B, classes))."""
     return keras.Model(classifier.inputs, [classifier.get_layer("features").output, classifier.output])
 
 
 def embed(extractor_model: keras.Model, images: np.ndarray, batch_size: int = 500):
-    """(features (n, F) float64, probabilities (n, 10) float64) of images in [-1, 1]."""
+    """(features (n, F) float64, probabilities (n, classes) float64) of images in [-1, 1]."""
     features, probabilities = extractor_model.predict(
         np.asarray(images, np.float32), batch_size=batch_size, verbose=0
     )
@@ -215,7 +244,7 @@ def classifier_score(probabilities: np.ndarray) -> float:
 
 
 def class_entropy(probabilities: np.ndarray) -> float:
-    """Entropy in bits of the predicted-class histogram: log2(10) balanced, 0 one class."""
+    """Entropy in bits of the predicted-class histogram: log2(classes) balanced, 0 one class."""
     counts = np.bincount(probabilities.argmax(axis=1), minlength=probabilities.shape[1])
     share = counts[counts > 0] / counts.sum()
     return float(-(share * np.log2(share)).sum()) + 0.0  # + 0.0: one class gives 0, not -0
@@ -232,7 +261,7 @@ def _mean_distance(features: np.ndarray, rng: np.random.Generator) -> float:
 def quality(
     extractor_model: keras.Model, stats: RealStats, images: np.ndarray, seed: int
 ) -> dict[str, float]:
-    """Every metric of the module docstring for `images` (n, 32, 32, 3) in [-1, 1].
+    """Every metric of the module docstring for `images` (n, H, W, C) in [-1, 1].
     `seed` fixes KID's subsets and the diversity sample, so equal images score equally."""
     features, probabilities = embed(extractor_model, images)
     rng = np.random.default_rng(seed)
@@ -242,7 +271,15 @@ def quality(
         "class_score": classifier_score(probabilities),
         "class_entropy": class_entropy(probabilities),
         "diversity": _mean_distance(features, rng) / stats.spread,
+        **_prdc(stats.features, features),
     }
+
+
+def _prdc(real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
+    """Precision, recall, density and coverage; NaN for samples too small for their k-NN."""
+    if min(len(real), len(fake)) <= PRDC_MIN:
+        return dict.fromkeys(("precision", "recall", "density", "coverage"), math.nan)
+    return dataclasses.asdict(prdc(real, fake))
 
 
 @dataclasses.dataclass
@@ -252,6 +289,7 @@ class Evaluator:
     extractor: keras.Model
     stats: RealStats
     digest: str = ""  # of the real statistics: a checkpoint judged by another evaluator is not resumed
+    task: str = "classes"  # classes | rotation: what the judge was trained to predict
 
     @classmethod
     def load(cls, folder: Path) -> "Evaluator":
@@ -259,11 +297,24 @@ class Evaluator:
             classifier = keras.models.load_model(folder / CLASSIFIER_FILE)
             stats = RealStats.load(folder / STATS_FILE)
             digest = hashlib.sha256((folder / STATS_FILE).read_bytes()).hexdigest()
-        except (OSError, ValueError, KeyError) as error:
+            task = json.loads((folder / JUDGE_FILE).read_text())["task"]
+        except (OSError, ValueError, KeyError, TypeError) as error:
             raise PipelineError(
                 f"cannot load the evaluator from {folder} ({error}); run `dvc repro train-evaluator`"
             ) from None
-        return cls(extractor(classifier), stats, digest)
+        return cls(extractor(classifier), stats, digest, task)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.extractor.input_shape[1:])
+
+    def check_images(self, image_shape: tuple[int, ...], what: str) -> None:
+        """Refuse to judge images of another shape than the judge was trained on."""
+        if tuple(image_shape) != self.image_shape:
+            raise PipelineError(
+                f"{what} holds images of shape {tuple(image_shape)}, the evaluator was trained on "
+                f"{self.image_shape}; run `dvc repro train-evaluator` on the same prepared data"
+            )
 
     def quality(self, images: np.ndarray, seed: int) -> dict[str, float]:
         return quality(self.extractor, self.stats, images, seed)
@@ -277,20 +328,34 @@ def write_outputs(
     seed: int,
     out_dir: Path,
     reports_dir: Path,
+    class_names: list[str],
     extra: dict[str, float] | None = None,
 ) -> dict[str, float]:
-    """classifier.keras and real_stats.npz (test-split features) into `out_dir`; in
-    `reports_dir` metrics.json (test accuracy: what `dvc exp show` lists), reference.json
-    (also the scores of real images, the best a generator can reach, and the training time)
-    and history.csv. Returns the reference numbers."""
+    """classifier.keras, real_stats.npz (test-split features) and judge.json (its task) into
+    `out_dir`; in `reports_dir` metrics.json (test accuracy: what `dvc exp show` lists),
+    reference.json (also the scores of real images, the best a generator can reach, and the
+    training time) and history.csv. A rotation judge's accuracy is that of the rotation task
+    on the test images' four rotations. Returns the reference numbers."""
     judge = extractor(classifier)
     features, probabilities = embed(judge, test[0])
+    classes = probabilities.shape[1]
+    rotation = not class_names
+    if rotation:
+        rotated, turns = all_rotations(test[0][:ROTATION_TEST_IMAGES])
+        accuracy = float(np.mean(embed(judge, rotated)[1].argmax(axis=1) == turns))
+    else:
+        accuracy = float(np.mean(probabilities.argmax(axis=1) == test[1]))
     rng = np.random.default_rng(seed)
     stats = RealStats.of(features, rng)
     n = min(len(train[0]), len(test[0]))
     reference = quality(judge, stats, train[0][np.sort(rng.choice(len(train[0]), n, replace=False))], seed)
+    task = {
+        "task": "rotation" if rotation else "classes",
+        "classes": [f"{90 * k} degrees" for k in range(ROTATIONS)] if rotation else list(class_names),
+        "chance_accuracy": 1 / classes,
+    }
     metrics = {
-        "test_accuracy": float(np.mean(probabilities.argmax(axis=1) == test[1])),
+        "test_accuracy": accuracy,
         **{f"real_{k}": v for k, v in reference.items()},
         "real_samples": n,
         "epochs": len(history.get("loss", [])),
@@ -301,9 +366,10 @@ def write_outputs(
     classifier.save(tmp_model)
     tmp_model.replace(out_dir / CLASSIFIER_FILE)
     stats.save(out_dir / STATS_FILE)
+    (out_dir / JUDGE_FILE).write_text(json.dumps(task, indent=2) + "\n")
     reports_dir.mkdir(parents=True, exist_ok=True)
     (reports_dir / "metrics.json").write_text(json.dumps({"test_accuracy": metrics["test_accuracy"]}) + "\n")
-    (reports_dir / "reference.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (reports_dir / "reference.json").write_text(json.dumps({**metrics, **task}, indent=2) + "\n")
     keys = list(history)
     lines = ["epoch," + ",".join(keys)]
     lines += [

@@ -11,9 +11,9 @@ import numpy as np
 from keras import layers
 
 from cifar_dcgan.evaluator import frechet_distance
-from cifar_dcgan.models import IMAGE_SHAPE, latent_points, load_model
+from cifar_dcgan.models import latent_points, load_model
 
-INCEPTION_SIZE = 299  # InceptionV3's input side; CIFAR images are upsampled bilinearly
+INCEPTION_SIZE = 299  # InceptionV3's input side; smaller images are upsampled bilinearly
 
 
 def inception_fid(
@@ -35,8 +35,10 @@ def inception_fid(
         )
     finally:
         socket.setdefaulttimeout(previous)
-    inputs = keras.Input(IMAGE_SHAPE)
+    inputs = keras.Input(generated_images.shape[1:])
     upsampled = layers.Resizing(INCEPTION_SIZE, INCEPTION_SIZE, interpolation="bilinear")(inputs)
+    if generated_images.shape[-1] == 1:  # grey images: the same channel three times, as RGB
+        upsampled = layers.Concatenate()([upsampled] * 3)
     model = keras.Model(inputs, inception(upsampled))  # inputs in [-1, 1], as InceptionV3 expects
     generated, real = (
         model.predict(np.asarray(images, np.float32), batch_size=50, verbose=0).astype(np.float64)

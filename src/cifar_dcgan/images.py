@@ -11,8 +11,12 @@ import numpy as np  # noqa: E402
 
 
 def to_unit(images: np.ndarray) -> np.ndarray:
-    """Map tanh-range images [-1, 1] to [0, 1], the range image loggers expect."""
-    return np.clip((np.asarray(images, dtype=np.float32) + 1.0) / 2.0, 0.0, 1.0)
+    """Map tanh-range images [-1, 1] to [0, 1], the range image loggers expect; grey images
+    (one channel) are repeated to RGB, which every image writer and viewer takes."""
+    images = np.asarray(images, dtype=np.float32)
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    return np.clip((images + 1.0) / 2.0, 0.0, 1.0)
 
 
 def tile(images: np.ndarray, columns: int = 7, pad: int = 2) -> np.ndarray:

@@ -72,7 +72,10 @@ def compare(
             ],
             **summary[key],
             "median_best_fcd": float(np.median([r.best_fcd for r in members])),
-            "collapsed": sum(r.last["class_entropy"] < COLLAPSE_BITS for r in members),
+            # a rotation judge's classes are turns: its entropy is not a sign of collapse
+            "collapsed": sum(
+                r.judge_task == "classes" and r.last["class_entropy"] < COLLAPSE_BITS for r in members
+            ),
             "seconds_per_iteration": finite_interval(speed) if speed else None,
             **to_threshold([r.reaches(threshold) for r in members]),
             "curve": mean_curve([r.curve for r in members]),

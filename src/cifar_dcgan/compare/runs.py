@@ -54,6 +54,7 @@ class Run:
     auto: bool = False  # ran `precision: auto`: its precision param is what that became on its machine
     continued: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # key -> (logged, final)
     ignored: str = ""  # its NaN or infinite values, left out: "1 NaN or infinite value (fcd at epoch 2)"
+    judge_task: str = "classes"  # rotation: its class entropy says how upright, not how varied
 
     @property
     def best_fcd(self) -> float:
@@ -168,6 +169,7 @@ def _load(client, r) -> "Run | str":
         auto=auto,
         continued=continued,
         ignored=ignored,
+        judge_task=r.data.tags.get("judge_task", "classes"),
     )
 
 
