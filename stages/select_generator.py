@@ -17,6 +17,7 @@ from cifar_dcgan.config.select import SelectParams
 from cifar_dcgan.config.train_gan import TrainGanParams
 from cifar_dcgan.errors import run_stage
 from cifar_dcgan.models import load_model
+from cifar_dcgan.prepared import DataInfo
 from cifar_dcgan.selection import select_generator, version_tags
 from cifar_dcgan.tracking import stage_run
 
@@ -33,6 +34,7 @@ def main() -> None:
     params = load_params(args.params, TrackingParams, SelectParams, TrainGanParams)
     p = params["select_generator"]
     training = json.loads((args.training / "run.json").read_text())
+    data = DataInfo.load(args.data)
     training_run_id = training["run_id"]
     with stage_run(
         "select-generator",
@@ -67,7 +69,11 @@ def main() -> None:
             p.model_name,
             p.alias,
             description,
-            version_tags(selection, p, params["train_gan"].fcd_samples, training),
+            {
+                **version_tags(selection, p, params["train_gan"].fcd_samples, training),
+                "dataset": data.name,
+                "dataset_digest": data.digest,
+            },
             p.promote,
         )
     print(f"selected epoch {selection['epoch']} ({selection['rule']}) -> {args.out}")

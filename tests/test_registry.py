@@ -14,7 +14,7 @@ from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.generate import main
 from cifar_dcgan.registry import SHA_TAG, load_generator, promotion
 from cifar_dcgan.tracking import stage_run
-from conftest import SMALL_MODEL
+from conftest import SHAPE, SMALL_MODEL
 
 SAME = {"fcd_samples": "64", "evaluator_digest": "judge-1"}
 
@@ -84,7 +84,7 @@ def generator(make_params):
     """generator(seed): a small untrained generator; seeds give different weights."""
     from cifar_dcgan.models import build_generator
 
-    return lambda seed: build_generator(make_params("model", **SMALL_MODEL), 8, seed=seed)
+    return lambda seed: build_generator(make_params("model", **SMALL_MODEL), 8, seed=seed, image_shape=SHAPE)
 
 
 @pytest.fixture
@@ -128,6 +128,27 @@ def test_a_registered_generator_loads_back_and_a_sweep_leaves_champion_on_the_be
     np.testing.assert_allclose(
         by_run.predict(latents, verbose=0), first.predict(latents, verbose=0), atol=1e-6
     )
+
+
+def test_a_generator_of_another_dataset_cannot_join_a_registered_model(store, generator):
+    """An MNIST generator never competes with the CIFAR-10 champion: versions registered
+    before the dataset tag count as CIFAR-10, and the error names a model name to use."""
+    client = MlflowClient(store)
+    assert register(generator(0), 30.0).alias_moved  # untagged: CIFAR-10, as every older version
+    mnist = {"fcd": "1.0", **SAME, "dataset": "mnist", "dataset_digest": "f" * 32}
+    with stage_run("select-generator", "registry", {}) as tracker:
+        with pytest.raises(PipelineError, match=r"another dataset \(cifar-10.*mnist-dcgan-generator"):
+            registry.publish(tracker, generator(1), "gen", "champion", "test", mnist, "always")
+    assert champion(client) == "1" and len(client.search_model_versions("name = 'gen'")) == 1
+    with stage_run("select-generator", "registry", {}) as tracker:
+        registry.publish(tracker, generator(1), "mnist-gen", "champion", "test", mnist, "if_better")
+    cifar = {"fcd": "20.0", **SAME, "dataset": "cifar-10", "dataset_digest": registry.CIFAR10_DIGEST}
+    assert register_tagged(generator(2), cifar).alias_moved and champion(client) == "2"
+
+
+def register_tagged(model, tags: dict):
+    with stage_run("select-generator", "registry", {}) as tracker:
+        return registry.publish(tracker, model, "gen", "champion", "test", tags, "if_better")
 
 
 def test_a_stored_generator_changed_after_registration_is_refused(store, generator, tmp_path, capsys):

@@ -30,6 +30,7 @@ from cifar_dcgan.store import redact, store_lock
 SHA_TAG = "keras_sha256"  # model-version tag: sha256 of data/model.keras
 KERAS_FILE = "data/model.keras"  # inside the logged MLflow model folder
 COMPARABLE = ("evaluator_digest", "fcd_samples")  # FCDs are comparable only when these agree
+CIFAR10_DIGEST = "c58f30108f718f92721af3b95e74349a"  # versions registered before the tag were CIFAR-10's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +95,26 @@ def register(client, uri: str, run_id: str, name: str, alias: str, description: 
     return Registration(version, moved, reason)
 
 
+def check_dataset(client, name: str, digest: str, dataset: str) -> None:
+    """Refuse to add a generator of one dataset to a registered model whose versions are of
+    another: an MNIST generator must never compete with (or take the alias of) a CIFAR-10 one."""
+    import mlflow
+
+    try:
+        versions = client.search_model_versions(f"name = '{name}'", max_results=1)
+    except mlflow.exceptions.MlflowException:
+        return  # no such model yet
+    for version in versions:
+        theirs = version.tags.get("dataset_digest", CIFAR10_DIGEST)
+        if theirs != digest:
+            raise PipelineError(
+                f"select_generator.model_name = {name!r} holds generators of another dataset "
+                f"({version.tags.get('dataset', 'cifar-10')}, digest {theirs}), not of {dataset} "
+                f"(digest {digest}); give this data a registered model of its own, e.g. "
+                f"select_generator.model_name: {dataset.split('[')[0].replace(':', '-')}-dcgan-generator"
+            )
+
+
 def publish(tracker, model, name: str, alias: str, description: str, tags, promote: str) -> Registration:
     """Log a Keras generator as an MLflow model of the tracker's run (native `.keras`, its
     sha256 as the run tag `keras_sha256`), register it as a new version of `name` tagged with
@@ -106,6 +127,7 @@ def publish(tracker, model, name: str, alias: str, description: str, tags, promo
     from mlflow.types import Schema, TensorSpec
 
     client, run_id = tracker.client, tracker.run_id
+    check_dataset(client, name, tags.get("dataset_digest", CIFAR10_DIGEST), tags.get("dataset", "?"))
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, int(model.input_shape[-1])))]),
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *model.output_shape[1:]))]),
