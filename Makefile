@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install browser fashion-mnist repro compare test test-fast bench bench-stabilizers bench-evaluator profile lint format clean
+.PHONY: help install browser fashion-mnist repro compare test test-fast bench bench-stabilizers bench-data bench-evaluator profile lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ bench: $(STAMP)  ## measure the training step against the classic loop (several 
 
 bench-stabilizers: $(STAMP)  ## what each stabilizer (spectral norm, hinge, d_steps, DiffAugment, ...) costs per iteration
 	python benchmarks/bench_stabilizers.py
+
+bench-data: $(STAMP)  ## other images: prepare a folder of 60,000 JPEGs, the images' memory in training, each recipe's step
+	python benchmarks/bench_data.py
 
 bench-evaluator: $(STAMP)  ## where train-evaluator's time goes: a batch with and without augmentation, the test pass, outputs
 	python benchmarks/bench_evaluator.py

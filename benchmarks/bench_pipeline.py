@@ -14,6 +14,28 @@ REPO = Path(__file__).resolve().parents[1]
 MIRROR_TOOL = REPO.parent / "shared" / "tools" / "cifar10-mirror"
 
 
+def peak_run(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, float]:
+    """(seconds, peak resident MB) of `python command...` run in a child that reports its own
+    peak resident memory (VmHWM) on exit; ru_maxrss would not do: Linux carries it over from
+    this big parent across fork + exec."""
+    wrapper = (
+        "import re, runpy, sys\nsys.argv = sys.argv[1:]\ntry:\n"
+        "    runpy.run_path(sys.argv[0], run_name='__main__')\nfinally:\n"
+        "    hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
+        "    print('MAXRSS', hwm, file=sys.stderr)"
+    )
+    start = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", wrapper, *command],
+        cwd=cwd,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return time.perf_counter() - start, int(done.stderr.split("MAXRSS")[-1].split()[0]) / 1024
+
+
 def prepare_full(workdir: Path) -> dict[str, float] | None:
     if not MIRROR_TOOL.exists():
         return None
@@ -26,35 +48,8 @@ def prepare_full(workdir: Path) -> dict[str, float] | None:
     params["prepare"].update(url=str(archive), md5=md5)
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}"}
-    # run the stage in a child that reports its own peak resident memory (VmHWM) on exit;
-    # ru_maxrss would not do: Linux carries it over from this big parent across fork + exec
-    wrapper = (
-        "import re, runpy, sys\nsys.argv = sys.argv[1:]\ntry:\n"
-        "    runpy.run_path(sys.argv[0], run_name='__main__')\nfinally:\n"
-        "    hwm = re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1)\n"
-        "    print('MAXRSS', hwm, file=sys.stderr)"
-    )
-
-    start = time.perf_counter()
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            wrapper,
-            str(REPO / "stages" / "prepare.py"),
-            "--out",
-            "data",
-            "--reports",
-            "rep",
-        ],
-        cwd=workdir,
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    seconds = time.perf_counter() - start
-    peak_mb = int(done.stderr.split("MAXRSS")[-1].split()[0]) / 1024
+    command = [str(REPO / "stages" / "prepare.py"), "--out", "data", "--reports", "rep"]
+    seconds, peak_mb = peak_run(command, workdir, env)
     output_mb = sum(p.stat().st_size for p in (workdir / "data").iterdir()) / 2**20
     return {"seconds": seconds, "peak_mb": peak_mb, "output_mb": output_mb}
 
