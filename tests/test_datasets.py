@@ -94,6 +94,18 @@ def test_a_flat_folder_is_unlabeled_grey_at_the_asked_size(tmp_path):
     assert np.load(tmp_path / "data" / "train_images.npy").shape[0] == 10  # prepare.limit
 
 
+def test_a_limit_on_class_folders_keeps_every_class_and_the_size_is_part_of_the_digest(tmp_path):
+    root = tmp_path / "images"
+    for name in ("a", "b", "c"):
+        for i in range(20):
+            draw(root / name / f"{i:02}.png", (10 * i, 0, 0))
+    datasets.prepare_folder(root, 32, 3, 0.2, tmp_path / "d1", tmp_path / "r1", 12)
+    labels = np.load(tmp_path / "d1" / "train_labels.npy")
+    assert len(labels) == 12 and set(labels.tolist()) == {0, 1, 2}
+    datasets.prepare_folder(root, 16, 3, 0.2, tmp_path / "d2", tmp_path / "r2", 12)
+    assert DataInfo.load(tmp_path / "d1").digest != DataInfo.load(tmp_path / "d2").digest
+
+
 def test_a_folder_with_nothing_usable_fails_in_one_line_and_leaves_nothing(tmp_path):
     root = tmp_path / "images"
     root.mkdir()

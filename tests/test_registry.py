@@ -144,6 +144,10 @@ def test_a_generator_of_another_dataset_cannot_join_a_registered_model(store, ge
         registry.publish(tracker, generator(1), "mnist-gen", "champion", "test", mnist, "if_better")
     cifar = {"fcd": "20.0", **SAME, "dataset": "cifar-10", "dataset_digest": registry.CIFAR10_DIGEST}
     assert register_tagged(generator(2), cifar).alias_moved and champion(client) == "2"
+    with stage_run("select-generator", "registry", {}) as tracker:  # a quote in the name: still checked
+        registry.publish(tracker, generator(3), "it's", "champion", "test", cifar, "if_better")
+        with pytest.raises(PipelineError, match="another dataset"):
+            registry.publish(tracker, generator(3), "it's", "champion", "test", mnist, "if_better")
 
 
 def register_tagged(model, tags: dict):

@@ -3,6 +3,7 @@ reader (cifar_dcgan.idx, cifar_dcgan.image_folder) feeding the shared writer
 (cifar_dcgan.prepare_writer), so every dataset leaves the same outputs as CIFAR-10's.
 """
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -64,7 +65,9 @@ def prepare_folder(
     `channels`; files that cannot be used are skipped and listed in skipped.json."""
     scan = image_folder.scan(root, test_fraction)
     entries = {split: [e for e in scan.entries if e.split == split] for split in ("train", "test")}
-    entries["train"] = entries["train"][:limit]
+    if limit is not None:  # a sample of every class, stable when files are added: by path hash
+        shuffled = sorted(entries["train"], key=lambda e: _path_hash(root, e.path))
+        entries["train"] = sorted(shuffled[:limit], key=lambda e: e.path)
     for split, chosen in entries.items():
         if not chosen:
             raise PipelineError(
@@ -97,7 +100,13 @@ def prepare_folder(
         return Filled(scan.class_names, {"skipped": skipped})
 
     record = {"name": f"folder:{root.name}", "dataset": "folder", "source": str(root)}
-    return write_prepared(out_dir, reports_dir, record, image_folder.content_digest(root), fill)
+    # the same folder at another size or split is other data: its generators must not compete
+    how = f"{image_folder.content_digest(root)} {resolution} {channels} {test_fraction} {limit}"
+    return write_prepared(out_dir, reports_dir, record, hashlib.md5(how.encode()).hexdigest(), fill)
+
+
+def _path_hash(root: Path, path: Path) -> str:
+    return hashlib.md5(str(path.relative_to(root)).encode()).hexdigest()
 
 
 def _decode(

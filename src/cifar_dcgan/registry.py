@@ -98,13 +98,8 @@ def register(client, uri: str, run_id: str, name: str, alias: str, description: 
 def check_dataset(client, name: str, digest: str, dataset: str) -> None:
     """Refuse to add a generator of one dataset to a registered model whose versions are of
     another: an MNIST generator must never compete with (or take the alias of) a CIFAR-10 one."""
-    import mlflow
-
-    try:
-        versions = client.search_model_versions(f"name = '{name}'", max_results=1)
-    except mlflow.exceptions.MlflowException:
-        return  # no such model yet
-    for version in versions:
+    quote = '"' if "'" in name else "'"  # MLflow's filter takes either quote
+    for version in client.search_model_versions(f"name = {quote}{name}{quote}", max_results=1):
         theirs = version.tags.get("dataset_digest", CIFAR10_DIGEST)
         if theirs != digest:
             raise PipelineError(
