@@ -565,5 +565,8 @@ def test_training_images_are_held_as_their_pixels_and_restored_exactly():
     held = held_images(scaled, chunk=10)
     assert held.dtype == np.uint8 and held.nbytes * 4 == scaled.nbytes
     np.testing.assert_array_equal(from_held(tf.constant(held)).numpy(), scaled)
+    every_pixel = np.arange(256, dtype=np.uint8)
+    in_graph = tf.function(lambda pixels: from_held(pixels))(tf.constant(every_pixel))  # as in the step
+    np.testing.assert_array_equal(in_graph.numpy(), (every_pixel.astype(np.float32) - 127.5) / 127.5)
     noise = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
     assert held_images(noise).dtype == np.float32

@@ -143,9 +143,12 @@ def held_images(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
 
 
 def from_held(images: tf.Tensor) -> tf.Tensor:
-    """Gathered training images in [-1, 1] float32: uint8 ones scaled as `prepare` scaled them."""
+    """Gathered training images in [-1, 1] float32: uint8 ones looked up in the table of the
+    256 values `prepare` wrote (a division in the graph would be folded into a multiplication
+    by 1 / 127.5, which differs in the last bit for half the pixels)."""
     if images.dtype == tf.uint8:
-        return (tf.cast(images, tf.float32) - 127.5) / 127.5
+        table = tf.constant((np.arange(256, dtype=np.float32) - 127.5) / 127.5)
+        return tf.gather(table, tf.cast(images, tf.int32))
     return images
 
 
