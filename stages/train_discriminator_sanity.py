@@ -26,6 +26,7 @@ def main() -> None:
     params = load_params(args.params, TrackingParams, ModelParams, SanityParams)
     p = params["train_discriminator_sanity"]
     real_images = np.load(args.data / "train_images.npy", mmap_mode="r")
+    params["model"].check_shape(real_images.shape[1:], None)  # a size G cannot reach: before any training
     run_params = flatten({k: params[k] for k in ("model", "train_discriminator_sanity")})
     with stage_run("train-discriminator-sanity", params["tracking"].experiment, run_params) as tracker:
         result = sanity.train_sanity(real_images, params["model"], p, tracker)

@@ -36,6 +36,7 @@ def main() -> None:
     if notice := precision_notice("train_evaluator.precision", p.precision):
         print(notice, file=sys.stderr, flush=True)
     data = DataInfo.load(args.data)
+    p.check_image_size(data.image_shape)
     train, test = (  # images memory-mapped: a batch is read at a time where the data allows
         (
             np.load(args.data / f"{split}_images.npy", mmap_mode="r"),
@@ -60,7 +61,16 @@ def main() -> None:
             "cpu_minutes": (time.process_time() - cpu_start) / 60,
         }
         metrics = evaluator.write_outputs(
-            classifier, history, train, test, p.seed, args.out, args.reports, list(data.class_names), timing
+            classifier,
+            history,
+            train,
+            test,
+            p.seed,
+            args.out,
+            args.reports,
+            list(data.class_names),
+            timing,
+            data.digest,
         )
         tracker.log_metrics(metrics, step=p.epochs)
         tracker.log_artifact(args.reports / "history.csv", "reports")

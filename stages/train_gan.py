@@ -49,7 +49,7 @@ def main() -> None:
     model.check_shape(data.image_shape, train.latent_dim)  # before any run is opened
     real_images = np.load(args.data / "train_images.npy", mmap_mode="r")
     judge = Evaluator.load(args.evaluator)
-    judge.check_images(data.image_shape, str(args.data))
+    judge.check_images(data.image_shape, str(args.data), data.digest)
     # (on a cluster, every worker resumes from this folder: keep it on shared storage)
     resume = checkpoint.load(
         args.checkpoint, checkpoint.fingerprint(model, train, real_images, judge.digest), train.epochs

@@ -82,9 +82,29 @@ def tiny_judge(tmp_path_factory, make_params):
     classifier, history = evaluator.train_classifier(train, test, params, NullTracker(), 10, verbose=0)
     folder = tmp_path_factory.mktemp("judge")
     metrics = evaluator.write_outputs(
-        classifier, history, train, test, 1, folder / "out", folder / "reports", [f"c{k}" for k in range(10)]
+        classifier,
+        history,
+        train,
+        test,
+        1,
+        folder / "out",
+        folder / "reports",
+        [f"c{k}" for k in range(10)],
+        dataset_digest="d" * 32,
     )
     return evaluator.Evaluator.load(folder / "out"), train, metrics, folder
+
+
+def test_a_judge_refuses_other_data_and_other_shapes(tiny_judge):
+    judge = tiny_judge[0]
+    assert judge.dataset_digest == "d" * 32 and judge.task == "classes"
+    judge.check_images((32, 32, 3), "data/prepared", "d" * 32)
+    with pytest.raises(PipelineError, match="other data .* run `dvc repro train-evaluator`"):
+        judge.check_images((32, 32, 3), "data/prepared", "e" * 32)
+    with pytest.raises(
+        PipelineError, match=r"shape \(28, 28, 1\), the evaluator was trained on \(32, 32, 3\)"
+    ):
+        judge.check_images((28, 28, 1), "data/prepared", "d" * 32)
 
 
 def separation_cases(train_images, make_params, rng, n):

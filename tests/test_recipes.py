@@ -112,5 +112,13 @@ def test_the_classic_networks_grow_with_the_resolution_and_refuse_what_cannot_fi
         g = build_generator(model, 100, 1, image_shape=(side, side, 3))
         assert g.output.shape[1:] == (side, side, 3)
         assert build_discriminator(model, 1, image_shape=(side, side, 1)).output.shape[1:] == (1,)
-    with pytest.raises(PipelineError, match=r"cannot make 28x28 images.*at most 2 doublings"):
+    with pytest.raises(PipelineError, match=r"cannot make 28x28 images.*at most 2 fit 28 px"):
         model.check_shape((28, 28, 1), 100)
+    with pytest.raises(PipelineError, match=r"cannot make 33x33 images.*use an even prepare.resolution"):
+        model.check_shape((33, 33, 3), None)
+    with pytest.raises(
+        PipelineError, match=r"train_evaluator.filters .* at most 4 entries for images of 28x28"
+    ):
+        params["train_evaluator"].__class__(
+            **{**params["train_evaluator"].__dict__, "filters": (8,) * 5}
+        ).check_image_size((28, 28, 1))

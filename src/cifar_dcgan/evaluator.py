@@ -47,6 +47,7 @@ QUALITY = (
     "fcd", "kid", "class_score", "class_entropy", "diversity", "precision", "recall", "density", "coverage"
 )  # fmt: skip
 ROTATION_TEST_IMAGES = 2500  # test images whose four rotations measure a rotation judge's accuracy
+ROTATION_TEST_BYTES = 256 * 2**20  # at most this much of them (at 128 px: 341 images)
 PRDC_MIN = 5  # density and coverage use each point's 5th nearest neighbour
 NEAR_CHANCE = 0.4  # a rotation judge below this accuracy (chance: 0.25) has learned little
 KID_SUBSETS, KID_SUBSET_SIZE = 50, 1000  # as in KID's reference code (Binkowski et al., 2018)
@@ -92,6 +93,12 @@ def build_classifier(
     x = layers.Dropout(params.dropout, seed=seed)(x)
     outputs = layers.Dense(classes, activation="softmax", dtype="float32", name="classes")(x)
     return fast_kernels(keras.Model(inputs, outputs, name="evaluator"))
+
+
+def rotation_test_images(image_shape: tuple[int, ...]) -> int:
+    """How many test images a rotation judge is measured on: their four rotations in float32
+    stay within ROTATION_TEST_BYTES."""
+    return max(1, min(ROTATION_TEST_IMAGES, ROTATION_TEST_BYTES // (4 * 4 * math.prod(image_shape))))
 
 
 class EpochMetrics(keras.callbacks.Callback):
@@ -154,7 +161,7 @@ def train_classifier(
     )
     if rotation:
         data = {"x": RotatedBatches(train[0], params.batch_size, params.seed, flip=params.augment)}
-        validation = all_rotations(test[0][:ROTATION_TEST_IMAGES])
+        validation = all_rotations(test[0][: rotation_test_images(image_shape)])
     else:
         data, validation = {"x": train[0], "y": train[1], "batch_size": params.batch_size}, test
     history = model.fit(
@@ -290,6 +297,7 @@ class Evaluator:
     stats: RealStats
     digest: str = ""  # of the real statistics: a checkpoint judged by another evaluator is not resumed
     task: str = "classes"  # classes | rotation: what the judge was trained to predict
+    dataset_digest: str = ""  # of the prepared data it was trained on
 
     @classmethod
     def load(cls, folder: Path) -> "Evaluator":
@@ -297,19 +305,25 @@ class Evaluator:
             classifier = keras.models.load_model(folder / CLASSIFIER_FILE)
             stats = RealStats.load(folder / STATS_FILE)
             digest = hashlib.sha256((folder / STATS_FILE).read_bytes()).hexdigest()
-            task = json.loads((folder / JUDGE_FILE).read_text())["task"]
+            judge = json.loads((folder / JUDGE_FILE).read_text())
+            task, dataset_digest = judge["task"], str(judge.get("dataset_digest", ""))
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise PipelineError(
                 f"cannot load the evaluator from {folder} ({error}); run `dvc repro train-evaluator`"
             ) from None
-        return cls(extractor(classifier), stats, digest, task)
+        return cls(extractor(classifier), stats, digest, task, dataset_digest)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return tuple(self.extractor.input_shape[1:])
 
-    def check_images(self, image_shape: tuple[int, ...], what: str) -> None:
-        """Refuse to judge images of another shape than the judge was trained on."""
+    def check_images(self, image_shape: tuple[int, ...], what: str, dataset_digest: str = "") -> None:
+        """Refuse to judge images of other data, or of another shape, than the judge was trained on."""
+        if self.dataset_digest and dataset_digest and dataset_digest != self.dataset_digest:
+            raise PipelineError(
+                f"{what} is other data (digest {dataset_digest}) than the evaluator was trained on "
+                f"({self.dataset_digest}); run `dvc repro train-evaluator` on it"
+            )
         if tuple(image_shape) != self.image_shape:
             raise PipelineError(
                 f"{what} holds images of shape {tuple(image_shape)}, the evaluator was trained on "
@@ -330,6 +344,7 @@ def write_outputs(
     reports_dir: Path,
     class_names: list[str],
     extra: dict[str, float] | None = None,
+    dataset_digest: str = "",
 ) -> dict[str, float]:
     """classifier.keras, real_stats.npz (test-split features) and judge.json (its task) into
     `out_dir`; in `reports_dir` metrics.json (test accuracy: what `dvc exp show` lists),
@@ -341,7 +356,7 @@ def write_outputs(
     classes = probabilities.shape[1]
     rotation = not class_names
     if rotation:
-        rotated, turns = all_rotations(test[0][:ROTATION_TEST_IMAGES])
+        rotated, turns = all_rotations(test[0][: rotation_test_images(test[0].shape[1:])])
         accuracy = float(np.mean(embed(judge, rotated)[1].argmax(axis=1) == turns))
     else:
         accuracy = float(np.mean(probabilities.argmax(axis=1) == test[1]))
@@ -353,6 +368,7 @@ def write_outputs(
         "task": "rotation" if rotation else "classes",
         "classes": [f"{90 * k} degrees" for k in range(ROTATIONS)] if rotation else list(class_names),
         "chance_accuracy": 1 / classes,
+        "dataset_digest": dataset_digest,
     }
     metrics = {
         "test_accuracy": accuracy,

@@ -43,7 +43,7 @@ class EvaluatorParams:
             1 <= len(self.filters) <= 5 and 1 <= min(self.filters) and max(self.filters) <= MAX_FILTERS,
             f"{s}.filters",
             list(self.filters),
-            f"a list of 1 to 5 widths of 1 to {MAX_FILTERS} (each block halves 32x32; a 3x3 conv of "
+            f"a list of 1 to 5 widths of 1 to {MAX_FILTERS} (each block halves the image; a 3x3 conv of "
             f"{MAX_FILTERS} -> {MAX_FILTERS} channels already holds 151M weights)",
         )
         check(
@@ -65,3 +65,14 @@ class EvaluatorParams:
         )
         check(self.weight_decay >= 0, f"{s}.weight_decay", self.weight_decay, "a number >= 0")
         check_seed(f"{s}.seed", self.seed)
+
+    def check_image_size(self, image_shape: tuple[int, ...]) -> None:
+        """Each block halves the image (rounding down): refuse more blocks than its side allows."""
+        side, blocks = image_shape[0], len(self.filters)
+        check(
+            side >= 2**blocks,
+            "train_evaluator.filters",
+            list(self.filters),
+            f"at most {max(1, side.bit_length() - 1)} entries for images of {side}x{side} "
+            f"(each block halves them: {blocks} would leave nothing)",
+        )

@@ -100,21 +100,25 @@ class ModelParams:
         """How many times the generator doubles its seed's side."""
         return len(self.g_filters) + (self.g_output == "upsample_conv")
 
-    def check_shape(self, image_shape: tuple[int, int, int], latent_dim: int) -> int:
+    def check_shape(self, image_shape: tuple[int, int, int], latent_dim: int | None) -> int:
         """Refuse an image size the generator cannot reach, saying what would fit, and networks
-        too large for memory at this size. Returns the side of the generator's seed."""
+        too large for memory at this size (the generator's only with `latent_dim`). Returns the
+        side of the generator's seed."""
         side, channels = image_shape[0], image_shape[2]
         doublings = self.g_doublings
         if side % 2**doublings:
-            fits = [n for n in range(1, MAX_LAYERS + 1) if side % 2**n == 0 and side // 2**n >= 2]
-            blocks = f"{fits[-1]}" if fits else "none"
+            fits = max(n for n in range(MAX_LAYERS + 1) if side % 2**n == 0)
+            change = (
+                "use an even prepare.resolution"
+                if fits == 0
+                else f"at most {fits} fit {side} px: change model.g_filters, or prepare.resolution"
+            )
             raise PipelineError(
                 f"params.yaml: model: the generator doubles its seed {doublings} times "
                 f"(model.g_filters has {len(self.g_filters)} entries"
                 f"{', plus model.g_output upsample_conv' if self.g_output == 'upsample_conv' else ''}), "
-                f"which cannot make {side}x{side} images ({side} / 2^{doublings} is not whole); "
-                f"at most {blocks} doublings fit {side} px (e.g. 28 = 7 x 2^2, 32 = 4 x 2^3, "
-                "64 = 8 x 2^3): change model.g_filters, or prepare.resolution"
+                f"which cannot make {side}x{side} images ({side} / 2^{doublings} is not whole; e.g. "
+                f"28 = 7 x 2^2, 32 = 4 x 2^3, 64 = 8 x 2^3); {change}"
             )
         seed = side // 2**doublings
         widths, k = (channels, *self.d_filters), self.d_kernel
@@ -123,6 +127,8 @@ class ModelParams:
             d_side = -(-d_side // stride)  # 'same' padding rounds up
         d_weights = sum(k * k * a * b for a, b in zip(widths, widths[1:])) + d_side * d_side * widths[-1]
         self._check_size("discriminator", d_weights, "d_filters, d_strides or d_kernel")
+        if latent_dim is None:
+            return seed
         widths, k = (self.g_seed_filters, *self.g_filters), self.g_kernel
         g_weights = (
             latent_dim * seed * seed * self.g_seed_filters
