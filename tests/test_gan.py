@@ -562,7 +562,7 @@ def test_training_images_are_held_as_their_pixels_and_restored_exactly():
     from cifar_dcgan.gan import from_held, held_images
 
     scaled = (synthetic_images(64).astype(np.float32) - 127.5) / 127.5
-    held = held_images(scaled, chunk=10)
+    held = held_images(scaled, nbytes=10 * scaled[0].nbytes)
     assert held.dtype == np.uint8 and held.nbytes * 4 == scaled.nbytes
     np.testing.assert_array_equal(from_held(tf.constant(held)).numpy(), scaled)
     every_pixel = np.arange(256, dtype=np.uint8)
@@ -570,3 +570,18 @@ def test_training_images_are_held_as_their_pixels_and_restored_exactly():
     np.testing.assert_array_equal(in_graph.numpy(), (every_pixel.astype(np.float32) - 127.5) / 127.5)
     noise = np.random.default_rng(0).uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
     assert held_images(noise).dtype == np.float32
+
+
+def test_a_memory_mapped_training_set_is_read_in_chunks_to_the_same_pixels(tmp_path):
+    from cifar_dcgan.gan import held_images
+
+    scaled = (synthetic_images(50).astype(np.float32) - 127.5) / 127.5
+    np.save(tmp_path / "train_images.npy", scaled)
+    mapped = np.load(tmp_path / "train_images.npy", mmap_mode="r")
+    held = held_images(mapped, nbytes=7 * scaled[0].nbytes)
+    np.testing.assert_array_equal(held, held_images(scaled))
+    noise = np.random.default_rng(0).uniform(-1, 1, (9, 4, 4, 1)).astype(np.float32)
+    np.save(tmp_path / "noise.npy", noise)
+    np.testing.assert_array_equal(
+        held_images(np.load(tmp_path / "noise.npy", mmap_mode="r"), nbytes=64), noise
+    )

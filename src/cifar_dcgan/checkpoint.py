@@ -28,6 +28,7 @@ from cifar_dcgan import codebase
 from cifar_dcgan.config.model import ModelParams
 from cifar_dcgan.config.train_gan import TrainGanParams
 from cifar_dcgan.errors import PipelineError
+from cifar_dcgan.prepared import chunks
 
 FILE = "state.npz"
 
@@ -92,8 +93,8 @@ def fingerprint(
     train = {k: v for k, v in dataclasses.asdict(params).items() if k != "epochs"}
     digest = hashlib.sha256(json.dumps([dataclasses.asdict(model), train, evaluator, code_digest()]).encode())
     digest.update(f"{real_images.shape} {real_images.dtype}".encode())
-    for start in range(0, len(real_images), 1024):  # a memory-mapped array is read a slice at a time
-        digest.update(np.ascontiguousarray(real_images[start : start + 1024]).data)
+    for part in chunks(real_images):  # read a chunk at a time, never held whole
+        digest.update(np.ascontiguousarray(part).data)
     return digest.hexdigest()
 
 

@@ -25,6 +25,7 @@ from cifar_dcgan.augment import augment
 from cifar_dcgan.config.train_gan import TrainGanParams
 from cifar_dcgan.kernels import fast_kernels
 from cifar_dcgan.losses import LOSSES, Loss
+from cifar_dcgan.prepared import chunks
 from cifar_dcgan.replicas import global_mean, replica_share, replicas
 
 DRAWS_PER_ITERATION = 8  # stateless random draws of one D (and G) step, each with its own seed
@@ -127,18 +128,19 @@ class GeneratorAverage:
         return self.shown
 
 
-def held_images(images: np.ndarray, chunk: int = 4096) -> np.ndarray:
+def held_images(images: np.ndarray, nbytes: int = 2**25) -> np.ndarray:
     """The training images as the step holds them: the uint8 pixels `prepare` scaled them from
     (a quarter of the memory: 2.5 GB instead of 9.8 GB for 50,000 images of 128x128x3), when
     every value is one of those pixels' (x - 127.5) / 127.5, which `from_held` restores exactly;
-    otherwise float32 as given. Read a chunk at a time, so a memory-mapped array stays on disk."""
-    pixels = np.empty(images.shape, np.uint8)
-    for start in range(0, len(images), chunk):
-        part = np.asarray(images[start : start + chunk], np.float32)
+    otherwise float32 as given. Read `nbytes` at a time, so a memory-mapped array stays on disk."""
+    pixels, start = np.empty(images.shape, np.uint8), 0
+    for part in chunks(images, nbytes):
+        part = part.astype(np.float32, copy=False)
         rounded = np.rint(part * 127.5 + 127.5).clip(0, 255).astype(np.uint8)
         if not np.array_equal((rounded.astype(np.float32) - 127.5) / 127.5, part):
-            return np.asarray(images, np.float32)
-        pixels[start : start + chunk] = rounded
+            return np.concatenate([part.astype(np.float32) for part in chunks(images, nbytes)])
+        pixels[start : start + len(part)] = rounded
+        start += len(part)
     return pixels
 
 

@@ -4,6 +4,7 @@ the classes from here, never from constants, so one parameter (`prepare.dataset`
 the data everywhere."""
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -50,3 +51,20 @@ class DataInfo:
                 "(side, side, 1 or 3); run `dvc repro prepare`"
             )
         return cls((shape[1], shape[2], shape[3]), tuple(str(c) for c in classes), record)
+
+
+def chunks(images: np.ndarray, nbytes: int = 2**25) -> Iterator[np.ndarray]:
+    """`images` a chunk of about `nbytes` at a time. A memory-mapped `.npy` is read with plain
+    file reads: pages read through the mapping would count as the process's resident memory
+    until it ends, a whole 10 GB file's worth after one pass."""
+    rows = max(1, nbytes // max(1, images[:1].nbytes))
+    if not (isinstance(images, np.memmap) and images.filename):
+        for start in range(0, len(images), rows):
+            yield np.asarray(images[start : start + rows])
+        return
+    row_items = int(np.prod(images.shape[1:]))
+    with open(images.filename, "rb") as file:
+        file.seek(images.offset)
+        for start in range(0, len(images), rows):
+            count = min(rows, len(images) - start)
+            yield np.fromfile(file, images.dtype, count * row_items).reshape(count, *images.shape[1:])
