@@ -25,7 +25,7 @@ from cifar_dcgan.augment import augment
 from cifar_dcgan.config.train_gan import TrainGanParams
 from cifar_dcgan.kernels import fast_kernels
 from cifar_dcgan.losses import LOSSES, Loss
-from cifar_dcgan.prepared import chunks
+from cifar_dcgan.prepared import chunks, scale
 from cifar_dcgan.replicas import global_mean, replica_share, replicas
 
 DRAWS_PER_ITERATION = 8  # stateless random draws of one D (and G) step, each with its own seed
@@ -137,7 +137,7 @@ def held_images(images: np.ndarray, nbytes: int = 2**25) -> np.ndarray:
     for part in chunks(images, nbytes):
         part = part.astype(np.float32, copy=False)
         rounded = np.rint(part * 127.5 + 127.5).clip(0, 255).astype(np.uint8)
-        if not np.array_equal((rounded.astype(np.float32) - 127.5) / 127.5, part):
+        if not np.array_equal(scale(rounded), part):
             return np.concatenate([part.astype(np.float32) for part in chunks(images, nbytes)])
         pixels[start : start + len(part)] = rounded
         start += len(part)
@@ -149,7 +149,7 @@ def from_held(images: tf.Tensor) -> tf.Tensor:
     256 values `prepare` wrote (a division in the graph would be folded into a multiplication
     by 1 / 127.5, which differs in the last bit for half the pixels)."""
     if images.dtype == tf.uint8:
-        table = tf.constant((np.arange(256, dtype=np.float32) - 127.5) / 127.5)
+        table = tf.constant(scale(np.arange(256, dtype=np.uint8)))
         return tf.gather(table, tf.cast(images, tf.int32))
     return images
 

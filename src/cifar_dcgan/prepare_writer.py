@@ -16,7 +16,7 @@ import numpy as np
 
 from cifar_dcgan.errors import NO_SPACE, PipelineError, clip
 from cifar_dcgan.images import save_grid
-from cifar_dcgan.prepared import DATASET_FILE
+from cifar_dcgan.prepared import DATASET_FILE, scale
 
 REPORTS_BYTES = 2**20  # summary.json and the preview PNG (about 0.1 MB), with room to spare
 
@@ -30,11 +30,6 @@ class PreparedSummary:
     min_value: float
     max_value: float
     source_md5: str  # the source's digest: the archive's md5, the IDX payloads' or the folder's
-
-
-def scale(images: np.ndarray) -> np.ndarray:
-    """uint8 [0, 255] -> float32 [-1, 1], the range of the generator's tanh."""
-    return (images.astype(np.float32) - 127.5) / 127.5
 
 
 class Split:

@@ -15,6 +15,12 @@ from cifar_dcgan.errors import PipelineError, clip
 DATASET_FILE = "dataset.json"  # name, source, digest, shape, classes and counts of the prepared data
 
 
+def scale(images: np.ndarray) -> np.ndarray:
+    """uint8 [0, 255] -> float32 [-1, 1], the range of the generator's tanh: how `prepare`
+    writes images and how training restores the pixels it holds."""
+    return (images.astype(np.float32) - 127.5) / 127.5
+
+
 @dataclass(frozen=True)
 class DataInfo:
     image_shape: tuple[int, int, int]  # (side, side, channels)
