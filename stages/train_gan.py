@@ -20,7 +20,7 @@ import cifar_dcgan.quiet_start  # noqa: F401  (first: TensorFlow loads without i
 from cifar_dcgan import checkpoint
 from cifar_dcgan.config import TrackingParams, flatten, load_params
 from cifar_dcgan.config.model import ModelParams
-from cifar_dcgan.config.train_gan import TrainGanParams
+from cifar_dcgan.config.train_gan import EMA_COVERED, TrainGanParams
 from cifar_dcgan.errors import run_stage
 from cifar_dcgan.evaluator import Evaluator
 from cifar_dcgan.losses import LOSSES
@@ -51,6 +51,17 @@ def main() -> None:
     judge = Evaluator.load(args.evaluator)
     judge.check_images(data.image_shape, str(args.data), data.digest)
     # (on a cluster, every worker resumes from this folder: keep it on shared storage)
+    iterations = train.epochs * (len(real_images) // train.batch_size)
+    coverage = train.ema_coverage(iterations)
+    if coverage < EMA_COVERED:
+        print(
+            f"warning: train_gan.g_ema = {train.g_ema:g} averages over about {1 / (1 - train.g_ema):,.0f} "
+            f"updates; this run has {iterations:,}, which fill {coverage:.0%} of its weights: the average "
+            "weighs its updates more evenly than that decay, the earliest ones too. "
+            "Train longer or lower g_ema",
+            file=sys.stderr,
+            flush=True,
+        )
     resume = checkpoint.load(
         args.checkpoint, checkpoint.fingerprint(model, train, real_images, judge.digest), train.epochs
     )
@@ -69,6 +80,11 @@ def main() -> None:
                         "judge_task": judge.task,  # classes | rotation
                         "dataset": data.name,
                         "dataset_digest": data.digest,
+                        # the evidence a comparison names: what trained, on how much, for how long
+                        "code_digest": checkpoint.code_digest(),
+                        "training_images": str(len(real_images)),
+                        "iterations": str(iterations),
+                        "g_ema_coverage": f"{coverage:.4f}",
                         "mlflow.note.content": LOSSES[train.loss].note,
                         **machine_tags(train.precision),  # what `auto` became here; oneDNN on or off
                     },

@@ -477,19 +477,19 @@ def test_training_clears_only_its_own_earlier_outputs_from_folders_given_by_hand
 
 
 def test_the_generator_ema_is_the_closed_form_after_k_steps(make_params):
-    """ema_k = prod_t d_t w_0 + sum_t (1 - d_t) prod_{s > t} d_s w_t over G's weights after
-    each step, with the warm-up d_t = min(decay, t / (9 + t)) of the t-th update."""
+    """After k updates the average weighs G's weights after update t by decay^(k - t),
+    normalized over the k updates (the named decay from the start, without a bias towards
+    the initial weights), over G's weights after each step."""
     decay, k = 0.9, 4
     gan = make_gan(make_params, g_ema=decay, model={"g_batch_norm": True})
     history = [weights(gan.generator)]
     for _ in range(k):
         one_step(gan)
         history.append(weights(gan.generator))
-    d = {t: min(decay, t / (9 + t)) for t in range(1, k + 1)}
+    shares = np.array([decay ** (k - t) for t in range(1, k + 1)])
+    shares /= shares.sum()
     for i, average in enumerate(gan.average.weights):
-        expected = np.prod(list(d.values())) * history[0][i] + sum(
-            (1 - d[t]) * np.prod([d[s] for s in range(t + 1, k + 1)]) * history[t][i] for t in range(1, k + 1)
-        )
+        expected = sum(share * history[t][i] for t, share in zip(range(1, k + 1), shares))
         np.testing.assert_allclose(average.numpy(), expected, rtol=1e-5, atol=1e-7)
     shown = gan.snapshot_generator()
     assert shown is not gan.generator and changed(weights(gan.generator), weights(shown))

@@ -10,6 +10,7 @@ iteration finishes, `fit()` stops, and training saves a checkpoint of that itera
 import contextlib
 import dataclasses
 import json
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -134,7 +135,12 @@ class EpochEnd(keras.callbacks.Callback):
         for i, key in enumerate(LOSS_COLUMNS):
             self.tracker.log_history(key, history[:, i], first_step)
         means = {f"epoch_{k}": v for k, v in zip(LOSS_COLUMNS, history.mean(axis=0).tolist())}
-        timing = {"epoch_seconds": seconds, "seconds_per_iteration": seconds / len(history)}
+        timing = {
+            "epoch_seconds": seconds,
+            "seconds_per_iteration": seconds / len(history),
+            # runnable processes per core over the last minute: timings under other load are slower
+            "load_per_core": os.getloadavg()[0] / (os.cpu_count() or 1),
+        }
         self.tracker.log_metrics({**means, **timing}, step=epoch)
 
     def capture(self) -> Checkpoint:

@@ -112,12 +112,15 @@ class GeneratorAverage:
         self.shown = fast_kernels(keras.models.clone_model(generator))
 
     def update(self, iteration: tf.Variable) -> None:
-        """Warm-up as in tf.train.ExponentialMovingAverage(num_updates): a short average at
-        first, lengthening to the decay, so early snapshots are not held near the initial weights."""
-        steps = tf.cast(iteration, tf.float32)
-        decay = tf.minimum(self.decay, (1.0 + steps) / (10.0 + steps))
+        """The average at the named decay from the first update on, without its bias towards
+        where it started (as Adam corrects its moments): after t updates it weighs G's weights of
+        update s by decay^(t-s), normalized over the updates so far. The first update copies G;
+        the weights of a run long against 1 / (1 - decay) updates are the plain EMA's."""
+        t = tf.cast(iteration, tf.float64) + 1.0
+        decay = tf.constant(self.decay, tf.float64)
+        rate = tf.cast((1.0 - decay) / (1.0 - tf.pow(decay, t)), tf.float32)  # 1 at the first update
         for average, weight in zip(self.weights, self.generator.trainable_weights):
-            average.assign(decay * average + (1.0 - decay) * tf.cast(weight, average.dtype))
+            average.assign_add(rate * (tf.cast(weight, average.dtype) - average))
 
     def snapshot(self) -> keras.Model:
         """The copy of G holding the average (and G's batch-norm statistics)."""

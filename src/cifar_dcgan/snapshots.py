@@ -59,8 +59,12 @@ class Snapshots:
         rng = np.random.default_rng(params.seed + 3)
         n = min(params.fcd_samples, len(self.real_images))
         real = self.real_images[np.sort(rng.choice(len(self.real_images), n, replace=False))]
-        floor = self.evaluator.quality(real, seed=params.seed)["fcd"]
-        self.tracker.log_metrics({"fcd_real_images": floor}, step=0)
+        scores = self.evaluator.quality(real, seed=params.seed)
+        floor = scores["fcd"]
+        # what real images of a snapshot's count score: a collapse signal is calibrated on it
+        self.tracker.log_metrics(
+            {"fcd_real_images": floor, "class_entropy_real_images": scores["class_entropy"]}, step=0
+        )
         print(f"FCD of {n} real training images (the floor): {floor:.3f}", flush=True)
         return floor
 

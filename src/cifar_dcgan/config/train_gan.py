@@ -20,6 +20,7 @@ from cifar_dcgan.config import (
 
 RESTART_SEED_STEP = 7919  # restart n trains on seed + 7919 n (cifar_dcgan.training)
 MAX_RESTARTS = (2**32 - 1 - MAX_SEED) // RESTART_SEED_STEP  # its seed stays one NumPy accepts
+EMA_COVERED = 0.95  # TrainGanParams.ema_coverage below this: the run is too short to test its g_ema
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +52,13 @@ class TrainGanParams:
     loss: Literal["bce", "hinge", "least_squares"]  # the adversarial loss (cifar_dcgan.losses)
     d_steps: int  # D updates (each on a real and a generated half-batch) per G update
     diff_augment: tuple[Literal["color", "translation", "cutout"], ...]  # DiffAugment of what D sees
+
+    def ema_coverage(self, updates: int) -> float:
+        """Of the weight `g_ema` gives past updates (decay^k for the k-th last), the share that
+        `updates` updates fill: 1 - decay^updates (1 with the average off). Below EMA_COVERED a
+        run is too short to test its decay: its average weighs its updates more evenly than the
+        decay says, the earliest ones too."""
+        return 1.0 - self.g_ema**updates if self.g_ema > 0 else 1.0
 
     def __post_init__(self):
         s = "train_gan"
