@@ -78,6 +78,7 @@ def main() -> None:
                     {
                         "evaluator_digest": judge.digest,
                         "judge_task": judge.task,  # classes | rotation
+                        **({"judge_accuracy": f"{judge.accuracy:.4f}"} if judge.accuracy is not None else {}),
                         "dataset": data.name,
                         "dataset_digest": data.digest,
                         # the evidence a comparison names: what trained, on how much, for how long

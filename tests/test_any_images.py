@@ -61,7 +61,11 @@ def test_the_fashion_mnist_recipe_runs_on_debians_files_and_registers_under_its_
     assert training.data.tags["judge_task"] == "classes" and "precision" in training.data.metrics
     # the evidence a comparison names: the training's code, images and length, the real images' entropy
     tags = training.data.tags
-    assert len(tags["code_digest"]) == 64 and tags["training_images"] == "128"
+    assert (
+        len(tags["code_digest"]) == 64
+        and tags["training_images"] == "128"
+        and float(tags["judge_accuracy"]) > 0
+    )
     assert int(tags["iterations"]) == 2 * (128 // int(training.data.params["train_gan.batch_size"]))
     assert 0 <= training.data.metrics["class_entropy_real_images"] <= np.log2(10)
     assert training.data.metrics["load_per_core"] > 0

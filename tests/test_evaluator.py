@@ -98,6 +98,7 @@ def tiny_judge(tmp_path_factory, make_params):
 def test_a_judge_refuses_other_data_and_other_shapes(tiny_judge):
     judge = tiny_judge[0]
     assert judge.dataset_digest == "d" * 32 and judge.task == "classes"
+    assert judge.accuracy == tiny_judge[2]["test_accuracy"]  # named beside every verdict
     judge.check_images((32, 32, 3), "data/prepared", "d" * 32)
     with pytest.raises(PipelineError, match="other data .* run `dvc repro train-evaluator`"):
         judge.check_images((32, 32, 3), "data/prepared", "e" * 32)

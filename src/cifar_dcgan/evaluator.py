@@ -298,6 +298,7 @@ class Evaluator:
     digest: str = ""  # of the real statistics: a checkpoint judged by another evaluator is not resumed
     task: str = "classes"  # classes | rotation: what the judge was trained to predict
     dataset_digest: str = ""  # of the prepared data it was trained on
+    accuracy: float | None = None  # on its test images (a rotation judge: on their turns)
 
     @classmethod
     def load(cls, folder: Path) -> "Evaluator":
@@ -307,11 +308,12 @@ class Evaluator:
             digest = hashlib.sha256((folder / STATS_FILE).read_bytes()).hexdigest()
             judge = json.loads((folder / JUDGE_FILE).read_text())
             task, dataset_digest = judge["task"], str(judge.get("dataset_digest", ""))
+            accuracy = float(judge["test_accuracy"]) if "test_accuracy" in judge else None
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise PipelineError(
                 f"cannot load the evaluator from {folder} ({error}); run `dvc repro train-evaluator`"
             ) from None
-        return cls(extractor(classifier), stats, digest, task, dataset_digest)
+        return cls(extractor(classifier), stats, digest, task, dataset_digest, accuracy)
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -369,6 +371,7 @@ def write_outputs(
         "classes": [f"{90 * k} degrees" for k in range(ROTATIONS)] if rotation else list(class_names),
         "chance_accuracy": 1 / classes,
         "dataset_digest": dataset_digest,
+        "test_accuracy": accuracy,  # what a comparison names as its judge's evidence
     }
     metrics = {
         "test_accuracy": accuracy,
