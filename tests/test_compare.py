@@ -11,10 +11,10 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
+from cifar_dcgan.compare import verdicts
 from cifar_dcgan.compare.cli import main
 from cifar_dcgan.compare.plots import plot_curves
 from cifar_dcgan.compare.stats import (
-    detection,
     mean_curve,
     mean_interval,
     reaches,
@@ -121,11 +121,28 @@ def test_means_intervals_and_verdicts_on_known_numbers(store, tmp_path):
     worse = groups["label_smoothing=0.1"]["best_fcd_difference"]
     assert worse["difference"] == pytest.approx(10) and worse["df"] == pytest.approx(4)
     assert (worse["low"], worse["high"]) == pytest.approx((5.4661, 14.5339), abs=1e-3)
-    assert "higher (worse); the CI of the difference excludes 0" in groups["label_smoothing=0.1"]["verdict"]
-    assert "lower (better); the CI of the difference excludes 0" in groups["label_smoothing=0.2"]["verdict"]
-    assert groups["label_smoothing=0.3"]["verdict"].endswith("no difference detectable with 3 vs 3 seeds")
+    assert groups["label_smoothing=0.1"]["verdict"].endswith("higher (worse)")
+    assert groups["label_smoothing=0.2"]["verdict"].endswith("lower (better)")
+    assert groups["label_smoothing=0.3"]["verdict"].endswith("no difference detectable")
+    # three arms against one baseline: Holm's correction, and the interval for all three at once
+    from scipy import stats
+
+    judged = groups["label_smoothing=0.1"]["judged"]
+    p = stats.ttest_ind([30, 32, 34], [20, 22, 24], equal_var=False).pvalue
+    assert judged["comparisons"] == 3 and judged["p"] == pytest.approx(p)
+    assert judged["p_holm"] == pytest.approx(3 * p)  # the two smallest p are equal: both times 3
+    half = stats.t.ppf(1 - 0.05 / 6, 4) * math.sqrt(8 / 3)
+    assert (judged["simultaneous"]["low"], judged["simultaneous"]["high"]) == pytest.approx(
+        (10 - half, 10 + half)
+    )
+    assert groups["label_smoothing=0.3"]["judged"]["p_holm"] == pytest.approx(1)
     report = (tmp_path / "cmp" / "report.md").read_text()
     assert "label_smoothing=0.1: best FCD 32.0 [27.0, 37.0] vs 22.0 [17.0, 27.0]: higher (worse)" in report
+    assert "3 comparisons with the baseline, verdicts corrected for them (Holm" in report
+    assert (
+        f"for all 3 at once [+{10 - half:.2f}, +{10 + half:.1f}], Holm p {3 * p:.3g}): rules out worse"
+        in report
+    )
     # the threshold is the worst group's mean best FCD (32): every run reached it at epoch 1 or 2
     assert result["fcd_threshold"] == pytest.approx(32)
     assert base["reached_threshold"] == 3 and base["seconds_to_threshold"] == pytest.approx(120)
@@ -135,55 +152,58 @@ def test_means_intervals_and_verdicts_on_known_numbers(store, tmp_path):
     assert (tmp_path / "cmp" / "grids.png").stat().st_size > 5_000
 
 
-def shown(
-    true_difference: float, sd: tuple[float, float], seeds: tuple[int, int], sweeps: int = 4000
-) -> float:
-    """How often simulated sweeps' 95% Welch intervals exclude 0 (normal best FCDs)."""
+def test_holm_tost_pooled_sd_and_plan_on_known_numbers():
     from scipy import stats
+    from statsmodels.stats.power import TTestIndPower
 
-    rng = np.random.default_rng(0)
-    a = rng.normal(true_difference, sd[0], (sweeps, seeds[0]))
-    b = rng.normal(0.0, sd[1], (sweeps, seeds[1]))
-    va, vb = a.var(axis=1, ddof=1) / seeds[0], b.var(axis=1, ddof=1) / seeds[1]
-    df = (va + vb) ** 2 / (va**2 / (seeds[0] - 1) + vb**2 / (seeds[1] - 1))
-    half = stats.t.ppf(0.975, df) * np.sqrt(va + vb)
-    return float(np.mean(np.abs(a.mean(axis=1) - b.mean(axis=1)) > half))
+    base = [20.0, 22.0, 24.0]
+    arms = {"worse": [30.0, 32.0, 34.0], "same": [21.0, 22.0, 23.0], "wide": [10.0, 22.0, 34.0]}
+    judged = verdicts.judge_arms(arms, base, effect=5.0)
+    p = {k: stats.ttest_ind(v, base, equal_var=False).pvalue for k, v in arms.items()}
+    order = sorted(p, key=p.get)  # Holm: the k-th smallest p times (m - k + 1), kept monotone
+    expected, running = {}, 0.0
+    for k, label in enumerate(order):
+        running = max(running, min(1.0, (3 - k) * p[label]))
+        expected[label] = running
+    for label in arms:
+        assert judged[label]["p_holm"] == pytest.approx(expected[label])
+    assert judged["worse"]["verdict"] == "higher (worse)"
+    # "same": a difference of 0 with tight spreads: both one-sided tests reject at +-5, even corrected
+    assert judged["same"]["verdict"] == "equivalent" and judged["same"]["equivalence_p_holm"] < 0.05
+    assert "equivalent within +-5" in judged["same"]["rules_out"]
+    assert judged["wide"]["verdict"] == "no difference detectable"
+    assert "neither an improvement nor a worsening of 5 is ruled out" in judged["wide"]["rules_out"]
+    # the pooled sd: sum of squares over the groups' degrees of freedom (8 + 8 + 2 + 288 over 8)
+    pooled = verdicts.pooled_sd([base, *arms.values()])
+    assert pooled["df"] == 8 and pooled["sd"] == pytest.approx(math.sqrt(306 / 8))
+    assert pooled["low"] < pooled["sd"] < pooled["high"]
+    plan = verdicts.plan(pooled, 5.0, 3, (3, 3))
+    n = TTestIndPower().solve_power(effect_size=5.0 / pooled["sd"], alpha=0.05 / 3, power=0.8)
+    assert plan["seeds_per_arm"] == math.ceil(n) and plan["seeds_per_arm_high"] in (
+        None,
+        *range(plan["seeds_per_arm"] + 1, 101),
+    )
+    assert verdicts.plan(pooled, 0.5, 3, (3, 3))["seeds_per_arm"] is None  # more than 100
+    assert verdicts.min_effect("10%", 30.0) == (pytest.approx(3.0), "10% of the baseline's mean")
 
 
-def test_the_seeds_a_difference_needs_are_what_simulated_sweeps_need():
-    # two arms with sd 6 (the label-smoothing sweep's spread) and a difference of 10
-    group, baseline = [44.0, 38.0, 50.0], [34.0, 28.0, 40.0]
-    found = detection(group, baseline)
-    assert found["sd"] == pytest.approx([6.0, 6.0])
-    n = found["seeds_per_arm"]
-    assert shown(10.0, (6, 6), (n, n)) >= 0.78  # n seeds per arm show it 80% of the time
-    assert shown(10.0, (6, 6), (n - 1, n - 1)) < 0.8  # and fewer do not
-    # the difference 3 vs 3 seeds show 80% of the time: more than 10, so this one was missed
-    assert found["detectable"] > 10
-    assert shown(found["detectable"], (6, 6), (3, 3)) == pytest.approx(0.8, abs=0.03)
-    # a smaller difference takes more seeds; none, or a single seed, gives no plan
-    assert detection([38.0, 32.0, 44.0], baseline)["seeds_per_arm"] > n
-    assert detection(baseline, baseline)["seeds_per_arm"] is None
-    assert detection([30.0], baseline) is None
-
-
-def test_a_missed_difference_gets_the_seeds_it_would_need(store, tmp_path, capsys):
+def test_a_missed_difference_gets_a_plan_from_the_pooled_spread(store, tmp_path, capsys):
     arms = {"0.0": [20, 22, 24], "0.1": [22, 26, 30], "0.2": [30, 32, 34]}
     for smoothing, bests in arms.items():
         for seed, best in enumerate(bests, start=1):
             add_run(store, seed, [best], **{"train_gan.label_smoothing": smoothing})
-    result = compare_cli(tmp_path, "--no-track")
+    result = compare_cli(tmp_path, "--no-track", "--min-effect", "5")
     missed = by_label(result)["label_smoothing=0.1"]
-    assert missed["verdict"].endswith("no difference detectable with 3 vs 3 seeds")
-    plan = missed["best_fcd_detection"]
-    assert plan["seeds_per_arm"] > 3 and plan["detectable"] > 4
+    assert missed["verdict"].endswith("no difference detectable")
+    assert result["pooled_sd"]["sd"] == pytest.approx(math.sqrt((8 + 32 + 8) / 6))  # not one arm's sd
+    assert result["min_effect"] == {"fcd": 5.0, "chosen": "--min-effect"}
     out = capsys.readouterr().out
+    plan = result["plan"]
     assert (
-        f"with the spread these seeds measured (sd 4 and 2), 3 vs 3 seeds show a difference of "
-        f"+-{plan['detectable']:.1f} or more 80% of the time; one of +4 would take about "
-        f"{plan['seeds_per_arm']} seeds per arm"
+        "plan: to tell a difference of 5 80% of the time at alpha 0.025 per arm, "
+        f"about {plan['seeds_per_arm']} seeds per arm at the pooled within-arm sd 2.83 (df 6, 3 groups"
     ) in out
-    assert out.count("seeds per arm") == 1  # the difference that was shown needs no plan
+    assert "cannot rule out better than" in out and "an improvement of 5" in out
 
 
 def test_baseline_named_on_the_command_line_and_a_threshold(store, tmp_path):
@@ -263,7 +283,7 @@ def test_one_seed_shows_means_and_says_a_ci_needs_two(store, tmp_path, capsys):
     assert single["best_fcd"]["mean"] == 30 and single["best_fcd"]["low"] is None
     out = capsys.readouterr().out
     assert "label_smoothing=0.1: one seed; a confidence interval needs 2 or more seeds" in out
-    assert "it needs 2 or more seeds in both groups (1 vs 3)" in out
+    assert "no interval: it needs 2 or more seeds in both groups" in out
 
 
 def test_runs_tracked_before_a_trick_existed_pool_with_its_classic_value(store, tmp_path):
@@ -526,7 +546,7 @@ def test_nan_and_infinite_metrics_are_left_out_and_never_printed(store, tmp_path
     for text in (captured.out, captured.err, report):
         assert not re.search(r"\b(nan|inf)\b", text), text  # as Python prints them
     assert "label_smoothing=0.1: best FCD 32.0 [27.0, 37.0] vs 22.0 [17.0, 27.0]: higher (worse)" in report
-    assert "| 2/3 seeds, 2.0 min, 200 it |" in report
+    assert "| 2 of 3 reached: 2.0 min, 200 it (mean of the 2; 1 censored) |" in report
     assert (
         f"run {unscored[:8]} (s3/train-gan): none of its 2 FCD values is a finite number, skipped" in report
     )
@@ -627,3 +647,110 @@ def test_a_threshold_that_is_no_finite_number_is_a_usage_error(store, tmp_path, 
     assert "usage: cifar-dcgan-compare" in err
     assert "argument --fcd-threshold: 'nan': give a finite number" in err
     assert not (tmp_path / "cmp").exists()
+
+
+def test_runs_of_different_training_code_are_not_pooled_unless_asked(store, tmp_path, capsys):
+    for seed, best in enumerate([20, 22, 24], start=1):
+        add_run(store, seed, [best], tags={"code_digest": "a" * 64})
+        add_run(
+            store, seed, [best + 10], tags={"code_digest": "a" * 64}, **{"train_gan.label_smoothing": "0.1"}
+        )
+    add_run(store, 4, [40], tags={"code_digest": "b" * 64}, name="newer/train-gan")
+    with pytest.raises(SystemExit) as exit_info:
+        compare_cli(tmp_path, "--no-track")
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "runs of one configuration ran 2 versions of the training code" in err
+    assert "newer/train-gan: bbbbbbbbbbbb" in err and "--pool-code" in err and "Traceback" not in err
+    result = compare_cli(tmp_path, "--no-track", "--pool-code")
+    assert result["groups"][0]["seeds"] == ["1", "2", "3", "4"]
+    assert result["evidence"]["code_digests"] == ["a" * 64, "b" * 64]
+    assert any("2 versions of the training code" in note for note in result["notes"])
+
+
+def test_a_moving_average_that_never_reached_its_decay_is_named(store, tmp_path, capsys):
+    ema = {"train_gan.g_ema": "0.999", "train_gan.epochs": "4", "train_gan.snapshot_every": "1"}
+    for seed, best in enumerate([20, 22, 24], start=1):
+        add_run(store, seed, [best + 3, best + 2, best + 1, best], **{**ema, "train_gan.g_ema": "0.0"})
+        # a run of this version: 156 updates fill 1 - 0.999^156 = 14% of the average's weights
+        add_run(store, seed, [best + 3, best + 2, best + 1, best], tags={"g_ema_coverage": "0.1445"},
+                iterations_per_epoch=39, name=f"ema-{seed}", **ema)  # fmt: skip
+    # one tracked before the bias correction: its decay warmed up to 0.945 by update 156
+    add_run(store, 4, [30, 28, 26, 24], iterations_per_epoch=39, name="old-ema", **ema)
+    compare_cli(tmp_path, "--no-track")
+    out = capsys.readouterr().out
+    assert (
+        "the moving average never reached its decay in 3 run(s) (g_ema 0.999 averages over about 1,000 "
+        "updates; its 156 fill 14% of that): ema-1, ema-2, ema-3"
+    ) in out
+    assert "(1 + t) / (10 + t)) in this older run: 0.945 at its last update (156)" in out
+    assert "old-ema" in out
+
+
+def test_a_diverged_run_is_listed_apart_and_cannot_move_the_medians(store, tmp_path, capsys):
+    for seed, best in enumerate([20, 22, 24], start=1):
+        add_run(store, seed, [best + 5, best])
+    for seed, last in enumerate([30, 2114, 34], start=1):  # seed 2 blew up in its last epoch
+        add_run(store, seed, [31, last], name=f"fp-{seed}", **{"train_gan.label_smoothing": "0.1"})
+    result = compare_cli(tmp_path, "--no-track")
+    arm = result["groups"][1]
+    assert arm["diverged"] == ["fp-2"] and arm["robust"]["last_fcd"]["median"] == pytest.approx(34)
+    assert arm["last_fcd"]["mean"] > 700  # the mean it replaces in the table
+    out = capsys.readouterr().out
+    assert "| 34.0 [32.0, 1074.0] |" in out  # median [quartiles] of 30, 34, 2114
+    assert "1 run(s) diverged (last FCD over 3x its best; the best snapshot still counts): fp-2" in out
+
+
+def test_collapse_is_called_against_real_images_of_the_same_count(store, tmp_path, capsys):
+    for seed, (entropy, real) in enumerate([(2.9, 3.3), (1.6, 3.3), (0.9, None)], start=1):
+        run_id = add_run(store, seed, [30, 25], entropy=entropy, name=f"r{seed}")
+        if real is not None:
+            MlflowClient().log_metric(run_id, "class_entropy_real_images", real, step=0)
+    result = compare_cli(tmp_path, "--no-track")
+    (group,) = result["groups"]
+    # 2.9 bits is within a bit of real images' 3.3: no collapse; 1.6 is not; no real entropy: no call
+    assert group["collapsed"] == ["r2"] and group["uncalibrated"] == 1
+    out = capsys.readouterr().out
+    assert "1 run(s) collapsed (last class entropy 1 bit or more below real images'): r2" in out
+    assert "1 run(s) lack the class entropy of real images" in out
+
+
+def test_a_comparison_json_is_judged_again_without_the_store(store, tmp_path, capsys):
+    arms = {"0.0": [20, 22, 24], "0.1": [30, 32, 34], "0.3": [18, 22, 26]}
+    for smoothing, bests in arms.items():
+        for seed, best in enumerate(bests, start=1):
+            add_run(store, seed, [best + 15, best], **{"train_gan.label_smoothing": smoothing})
+    first = compare_cli(tmp_path, "--no-track", "--min-effect", "20%")
+    again = tmp_path / "again"
+    main(
+        ["--from-json", str(tmp_path / "cmp" / "comparison.json"), "--min-effect", "20%", "--out", str(again)]
+    )
+    second = json.loads((again / "comparison.json").read_text())
+    for a, b in zip(first["groups"][1:], second["groups"][1:], strict=True):
+        assert a["verdict"] == b["verdict"] and a["judged"]["rules_out"] == b["judged"]["rules_out"]
+        assert a["judged"]["p_holm"] == pytest.approx(b["judged"]["p_holm"])
+    assert second["plan"] == pytest.approx(first["plan"])
+    with pytest.raises(SystemExit):
+        main(["--from-json", str(tmp_path / "mlflow.db"), "--out", str(again)])
+    assert "not a comparison.json of cifar-dcgan-compare" in capsys.readouterr().err
+
+
+def test_a_rerun_of_a_seed_left_out_by_runs_is_still_named(store, tmp_path, capsys):
+    for seed, best in enumerate([20, 22, 24], start=1):
+        add_run(store, seed, [best], name=f"base-{seed}")
+    add_run(store, 1, [30], name="rerun-1")  # the same params and seed, newer
+    compare_cli(tmp_path, "--no-track", "--runs", "base-1", "base-2", "base-3")
+    out = capsys.readouterr().out
+    assert "run rerun-1 has the params and seed of base-1 but is not among --runs" in out
+
+
+def test_timings_under_different_loads_are_flagged(store, tmp_path, capsys):
+    for seed, best in enumerate([20, 22, 24], start=1):
+        add_run(store, seed, [best], overrides={"load_per_core": {1: 1.0}})
+        add_run(
+            store, seed, [best], overrides={"load_per_core": {1: 2.1}}, **{"train_gan.label_smoothing": "0.1"}
+        )
+    compare_cli(tmp_path, "--no-track")
+    assert (
+        "the runs ran under different loads (1 to 2.1 runnable processes per core" in capsys.readouterr().out
+    )

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import cifar_dcgan.compare as package
-from cifar_dcgan.compare.report import compare, markdown
+from cifar_dcgan.compare.report import add_verdicts, compare, from_runs, markdown
 from cifar_dcgan.compare.runs import load_runs
 from cifar_dcgan.compare.text import plain
 from cifar_dcgan.config import TrackingParams, flatten, load_params
@@ -52,12 +52,32 @@ def _parser() -> argparse.ArgumentParser:
         metavar="M",
         help="equal wall-clock: each run counts only the snapshots of its first M minutes of training",
     )
+    parser.add_argument(
+        "--min-effect",
+        type=_effect,
+        metavar="FCD|N%",
+        help="the smallest difference in best FCD worth telling, absolute (5) or a share of the baseline's "
+        "mean (10%%, the default): what each interval rules out, equivalence, the plan of a sweep",
+    )
+    parser.add_argument(
+        "--pool-code",
+        action="store_true",
+        help="pool runs of one configuration even when they ran different versions of the training code",
+    )
+    parser.add_argument(
+        "--from-json",
+        type=Path,
+        metavar="FILE",
+        help="judge a comparison.json written earlier again (its per-run numbers), without the store",
+    )
     parser.add_argument("--out", type=Path, default=Path("reports/compare"))
     parser.add_argument("--no-track", action="store_true", help="do not log the report to MLflow")
     return parser
 
 
 def _compare(args: argparse.Namespace) -> None:
+    if args.from_json is not None:
+        return _again(args.from_json, args.min_effect, args.out)
     if args.tag is not None:
         _pairs([args.tag], "--tag")
     if args.within_minutes is not None and not args.within_minutes > 0:
@@ -88,7 +108,8 @@ def _compare(args: argparse.Namespace) -> None:
         )
     defaults = {k: str(v) for k, v in flatten({k: params[k] for k in ("model", "train_gan")}).items()}
     within = args.within_minutes * 60 if args.within_minutes is not None else None
-    result = compare(runs, _pairs(args.baseline, "--baseline") or defaults, args.fcd_threshold, within)
+    baseline = _pairs(args.baseline, "--baseline") or defaults
+    result = compare(runs, baseline, args.fcd_threshold, within, args.min_effect, args.pool_code)
 
     # matplotlib takes most of a second to import: --help and a refusal do without it
     from cifar_dcgan.compare.plots import plot_curves, plot_grids
@@ -112,6 +133,36 @@ def _compare(args: argparse.Namespace) -> None:
             for name in OUTPUTS:
                 tracker.log_artifact(args.out / name, "compare")
     print(f"written to {args.out}/ ({', '.join(OUTPUTS)})")
+
+
+def _again(path: Path, effect: str | None, out: Path) -> None:
+    """report.md and comparison.json of an earlier comparison.json, judged again: a report
+    stays in step with the statistics, and a README table with its report."""
+    try:
+        result = json.loads(path.read_text())
+        result = add_verdicts(from_runs(result), effect)
+    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+        raise PipelineError(
+            f"--from-json {path}: not a comparison.json of cifar-dcgan-compare ({plain(error)})"
+        ) from None
+    report = markdown(result, [])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.md").write_text(report)
+    (out / "comparison.json").write_text(json.dumps(result, indent=2) + "\n")
+    print(report)
+    print(f"written to {out}/ (report.md, comparison.json)")
+
+
+def _effect(text: str) -> str:
+    """--min-effect: a positive FCD or a positive percentage."""
+    number = text[:-1] if text.endswith("%") else text
+    try:
+        value = float(number)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: give a positive FCD (5) or a percentage (10%)")
+    return text
 
 
 def _finite(text: str) -> float:

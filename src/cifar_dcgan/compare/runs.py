@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 
 from cifar_dcgan.compare import stats
 from cifar_dcgan.compare.text import plain
+from cifar_dcgan.config.train_gan import EMA_COVERED
 from cifar_dcgan.store import tag_condition
 
 # Keys added to `model` / `train_gan` after runs were first compared, at the value that does what
@@ -27,10 +28,11 @@ PRECISION = "train_gan.precision"
 RESOLVED = "precision_resolved"  # a tag: what `precision: auto` became on the run's machine
 MACHINE = ("cpu", "gpu", "onednn", "bf16_kernels")  # tags a run's speed depends on (`machine_tags`)
 LAST = {"last_kid": "kid", "class_entropy": "class_entropy", "diversity": "diversity"}  # of a snapshot
-HISTORIES = ("fcd", "epoch_seconds", "seconds_per_iteration", *LAST.values())  # per epoch
+HISTORIES = ("fcd", "epoch_seconds", "seconds_per_iteration", "load_per_core", *LAST.values())  # per epoch
 EPOCHS, SNAPSHOT_EVERY = "train_gan.epochs", "train_gan.snapshot_every"
 CHANGED = "changed_params"  # a tag: the params a continued run changed (`key: logged -> final`)
 PAGE = 1000  # runs per search request (MLflow's default page)
+DIVERGED = 3.0  # a last FCD this many times the run's best: it diverged (its best snapshot still counts)
 
 
 @dataclasses.dataclass
@@ -55,6 +57,18 @@ class Run:
     continued: dict[str, tuple[str, str]] = dataclasses.field(default_factory=dict)  # key -> (logged, final)
     ignored: str = ""  # its NaN or infinite values, left out: "1 NaN or infinite value (fcd at epoch 2)"
     judge_task: str = "classes"  # rotation: its class entropy says how upright, not how varied
+    code: str = ""  # digest of the training code (`checkpoint.code_digest`); "" tracked before it was
+    iterations: int | None = None  # of the whole training, None when unknown
+    training_images: int | None = None
+    judge_accuracy: float | None = None  # the evaluator's test accuracy
+    load: float | None = None  # median runnable processes per core over its epochs
+    real_entropy: float | None = None  # class entropy of as many real images as a snapshot scores
+    ema: str = ""  # why its g_ema average could not show its decay, or ""
+
+    @property
+    def diverged(self) -> bool:
+        """Its last snapshot far worse than its best: the training blew up on the way."""
+        return self.last_fcd > DIVERGED * self.best_fcd
 
     @property
     def best_fcd(self) -> float:
@@ -89,19 +103,36 @@ class Run:
 
 
 def load_runs(client, experiment_id: str, names: Sequence[str] = (), tag: str | None = None):
-    """The comparable train-gan runs, and one line for every run left out and why."""
+    """The comparable train-gan runs, and one line for every run left out and why; with
+    `names`, also for a finished run outside them of the same params and seed as one inside
+    (a rerun: the comparison would otherwise never say it exists)."""
     wanted = set(names)
-    runs, skipped = [], []
+    runs, skipped, others, chosen = [], [], {}, {}
     for r in stage_runs(client, experiment_id, tag):
         name = r.data.tags.get("dvc_exp_name") or r.info.run_name
         if wanted and name not in wanted and r.info.run_name not in wanted:
+            if r.info.status == "FINISHED":
+                others.setdefault(_configuration(r), []).append(r.info.run_name)
             continue
         loaded = _load(client, r)
         if isinstance(loaded, Run):
             runs.append(loaded)
+            chosen[_configuration(r)] = loaded.name
         else:
             skipped.append(f"run {r.info.run_id[:8]} ({plain(r.info.run_name)}): {loaded}, skipped")
+    for configuration, names_outside in others.items():
+        if configuration in chosen:
+            skipped += [
+                f"run {plain(outside)} has the params and seed of {plain(chosen[configuration])} but is not "
+                "among --runs: it is left out (name it to compare it instead)"
+                for outside in names_outside
+            ]
     return runs, skipped
+
+
+def _configuration(r) -> tuple:
+    """A run's params, seed included, with the keys added since at their classic values."""
+    return tuple(sorted({**{k: str(v) for k, v in BEFORE_ADDED.items()}, **r.data.params}.items()))
 
 
 def stage_runs(client, experiment_id: str, tag: str | None = None) -> Iterator:
@@ -170,7 +201,59 @@ def _load(client, r) -> "Run | str":
         continued=continued,
         ignored=ignored,
         judge_task=r.data.tags.get("judge_task", "classes"),
+        **_evidence(r, params, finite),
     )
+
+
+def _evidence(r, params: dict[str, str], finite: dict[str, dict[int, float]]) -> dict:
+    """What a verdict on the run rests on: its code, length, data, judge and load (tags of
+    train-gan; the iterations from its params where an older run lacks the tag)."""
+    tags = r.data.tags
+    per_epoch, epochs = _iterations_per_epoch(finite), _whole(params.get(EPOCHS))
+    iterations = _whole(tags.get("iterations")) or (per_epoch * epochs if per_epoch and epochs else None)
+    loads = sorted(finite["load_per_core"].values())
+    return {
+        "code": tags.get("code_digest", ""),
+        "iterations": iterations,
+        "training_images": _whole(tags.get("training_images")),
+        "judge_accuracy": _number(tags.get("judge_accuracy")),
+        "load": loads[len(loads) // 2] if loads else None,
+        "real_entropy": r.data.metrics.get("class_entropy_real_images"),
+        "ema": ema_note(params, tags.get("g_ema_coverage"), iterations),
+    }
+
+
+def ema_note(params: dict[str, str], coverage: str | None, iterations: int | None) -> str:
+    """Why the run's g_ema average could not show the decay it names, or "". Runs tracked
+    before the average was bias-corrected warmed up as min(g_ema, (1 + t) / (10 + t))."""
+    decay = _number(params.get("train_gan.g_ema")) or 0.0
+    if decay <= 0:
+        return ""
+    if coverage is not None:
+        share = _number(coverage)
+        if share is not None and share < EMA_COVERED:
+            return (
+                f"g_ema {decay:g} averages over about {1 / (1 - decay):,.0f} updates; its "
+                f"{iterations or '?'} fill {share:.0%} of that"
+            )
+        return ""
+    if iterations is None:
+        return f"g_ema {decay:g}: its length is unknown, so whether the average reached its decay is too"
+    reached = min(decay, iterations / (iterations + 9))
+    if reached < decay:
+        return (
+            f"g_ema {decay:g} warmed up as min(g_ema, (1 + t) / (10 + t)) in this older run: {reached:.3f} "
+            f"at its last update ({iterations}), an average of about its last {1 / (1 - reached):.0f}"
+        )
+    return ""
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        value = float(text) if text is not None else None
+    except ValueError:
+        return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 def _continued(params: dict[str, str], tag: str) -> dict[str, tuple[str, str]]:
