@@ -9,13 +9,18 @@ them by the params that differ between them (the seed aside: runs that differ on
 `train_gan.seed` are replicates), and compares every group with a baseline group: the one at
 the values of `params.yaml`, or the one `--baseline key=value ...` names.
 
-Per group: the seeds, mean and 95% t-interval of best FCD, last FCD, KID, class entropy and
-diversity, the FCD curve, seconds per iteration, and the training wall-clock and iterations
-until FCD first reaches the threshold. Against the baseline: the difference of mean best FCD
-with its 95% Welch interval and a verdict in words; when it finds no difference, what a sweep
-would need to tell one (the difference as many seeds show 80% of the time, and the seeds per
-arm the observed one would take). With fewer than ~8 seeds per group a bootstrap has too few
-distinct resamples, so the intervals are t-intervals.
+Per group: the seeds, mean and 95% t-interval of best FCD and diversity, median and
+interquartile range of last FCD, KID and class entropy, diverged and collapsed runs, the FCD
+curve, seconds per iteration, and how many seeds reached the FCD threshold ("k of n", the
+rest censored) and when. Against the baseline, every arm at once: the evidence (iterations,
+training images, the judge and its accuracy, seeds, the number of comparisons), the
+difference of mean best FCD with its 95% Welch interval and the interval for all arms at
+once, a verdict corrected for the number of arms (Holm) or an equivalence within
+`--min-effect` (two one-sided tests), what the interval rules out in words, and the seeds
+per arm a sweep would need to tell `--min-effect`, from the sd pooled over all groups. With
+fewer than ~8 seeds per group a bootstrap has too few distinct resamples, so the intervals
+are t-intervals. Runs of one configuration that ran different training code are not pooled
+unless `--pool-code` asks. `--from-json` judges an earlier comparison.json again.
 
 A run continued with more epochs (its `changed_params` tag) counts at the epochs it ended
 with. Left out, each with a line saying why: unfinished, flagged and unscored runs, runs whose
@@ -28,7 +33,9 @@ Writes `report.md` (also printed), `comparison.json`, `fcd_curves.png` and `grid
 
 # runs.py    the runs of the MLflow store
 # groups.py  their grouping by configuration, and the baseline group
-# stats.py   the statistics, as pure functions of numbers
+# stats.py   the statistics of one group, as pure functions of numbers
+# verdicts.py every arm against the baseline: corrections, equivalence, what is ruled out, plans
+# tables.py  the docs' result tables, generated from their comparison.json
 # text.py    run names and values made safe to show
 # report.py  the result as data (comparison.json) and as markdown (report.md)
 # plots.py   fcd_curves.png and grids.png

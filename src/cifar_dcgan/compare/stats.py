@@ -1,14 +1,11 @@
-"""The statistics of a comparison, as pure functions of numbers: means and t-intervals over
-seeds, the Welch interval of a difference, what a sweep would need to show one, the verdict,
-and a run's timings (seconds per iteration, training time and iterations to an FCD)."""
+"""The statistics of a comparison's groups, as pure functions of numbers: means and
+t-intervals over seeds, the Welch interval of a difference, and a run's timings (seconds per
+iteration, training time and iterations to an FCD). Verdicts: `verdicts`."""
 
 import math
 from collections.abc import Sequence
 
 import numpy as np
-
-POWER = 0.8  # a planned sweep should show a true difference of the size asked this often
-MOST_SEEDS = 100  # past this many seeds per arm a plan says "more than": not a sweep anyone runs
 
 
 def mean_interval(values: Sequence[float], level: float = 0.95) -> dict:
@@ -50,77 +47,6 @@ def _welch(va, vb, seeds: tuple[int, int], level: float):
 
     df = (va + vb) ** 2 / (va**2 / (seeds[0] - 1) + vb**2 / (seeds[1] - 1))
     return df, stats.t.ppf(0.5 + level / 2, df) * np.sqrt(va + vb)
-
-
-def _welch_sweeps(sd: tuple[float, float], seeds: tuple[int, int], level: float, sweeps: int = 20_000):
-    """Simulated sweeps of normal best FCDs with these spreads and seed counts, around no
-    difference: each one's error in the difference of means and its Welch half-width (which a
-    true difference does not change). Welch's own df is estimated, so this, not the
-    noncentral t at the true spreads, is how often its interval excludes 0 (3 vs 3 seeds:
-    70% where that says 80%). A fixed seed: the same answer every time."""
-    rng = np.random.default_rng(0)
-    a, b = sd[0] * rng.standard_normal((sweeps, seeds[0])), sd[1] * rng.standard_normal((sweeps, seeds[1]))
-    va, vb = a.var(axis=1, ddof=1) / seeds[0], b.var(axis=1, ddof=1) / seeds[1]
-    _, half = _welch(va, vb, seeds, level)
-    return a.mean(axis=1) - b.mean(axis=1), half
-
-
-def _shown(difference: float, errors: np.ndarray, half: np.ndarray) -> float:
-    return float(np.mean(np.abs(difference + errors) > half))
-
-
-def detection(
-    group: Sequence[float],
-    baseline: Sequence[float],
-    level: float = 0.95,
-    power: float = POWER,
-    most: int = MOST_SEEDS,
-) -> dict | None:
-    """What seeds can show, from the spread these measured: the difference that as many
-    seeds again would show `power` of the time (Welch's interval at `level` excluding 0),
-    and the seeds per arm that would show the observed difference that often (None: more
-    than `most`). A plan for the next sweep, not a result: a few seeds' spread is uncertain
-    itself. None below 2 seeds in either group."""
-    a, b = np.asarray(group, dtype=float), np.asarray(baseline, dtype=float)
-    if len(a) < 2 or len(b) < 2:
-        return None
-    sd = (float(a.std(ddof=1)), float(b.std(ddof=1)))
-    out = {"power": power, "sd": list(sd), "detectable": 0.0, "seeds_per_arm": 2}
-    if sd == (0.0, 0.0):
-        return out
-    errors, half = _welch_sweeps(sd, (len(a), len(b)), level)
-    low, high = 0.0, float(np.quantile(np.abs(errors) + half, power))  # shown that often at `high`
-    while high - low > 1e-4 * high:  # bisect: shown more often the larger the difference
-        middle = (low + high) / 2
-        low, high = (low, middle) if _shown(middle, errors, half) >= power else (middle, high)
-    out["detectable"] = high
-    difference = abs(float(a.mean() - b.mean()))
-
-    def enough(n: int) -> bool:
-        return _shown(difference, *_welch_sweeps(sd, (n, n), level)) >= power
-
-    if difference == 0 or not enough(most):
-        out["seeds_per_arm"] = None
-        return out
-    fewest, plenty = 1, most  # not enough at `fewest` (a seed has no interval), enough at `plenty`
-    while plenty - fewest > 1:
-        middle = (fewest + plenty) // 2
-        fewest, plenty = (fewest, middle) if enough(middle) else (middle, plenty)
-    out["seeds_per_arm"] = plenty
-    return out
-
-
-def verdict(label: str, group: dict, baseline: dict, difference: dict) -> str:
-    """One sentence: lower, higher, or no difference detectable with these seeds."""
-    n, n0 = group["n"], baseline["n"]
-    head = f"{label}: best FCD {mean_ci(group)} vs {mean_ci(baseline)}"
-    if difference["low"] is None:
-        return f"{head}: no interval; it needs 2 or more seeds in both groups ({n} vs {n0})"
-    if difference["high"] < 0:
-        return f"{head}: lower (better); the CI of the difference excludes 0"
-    if difference["low"] > 0:
-        return f"{head}: higher (worse); the CI of the difference excludes 0"
-    return f"{head}: no difference detectable with {n} vs {n0} seeds"
 
 
 def mean_ci(s: dict) -> str:
