@@ -20,6 +20,7 @@ ROBUST_KEYS = ("last_fcd", "last_kid", "class_entropy")  # one diverged run move
 # by train-gan (class_entropy_real_images), so the signal follows the judge and the data
 COLLAPSE_BITS = 1.0
 UNEVEN_LOAD = 1.5  # runs' load per core differing by more than this factor: their timings differ too
+LOADED = 1.5  # a training alone keeps about 1 process per core runnable; above this it shared the CPU
 
 
 def compare(
@@ -95,6 +96,7 @@ def compare(
             "judge_accuracy": _values(r.judge_accuracy for r in runs),
             "code_digests": codes,
             "load_per_core": _values(r.load for r in runs),
+            "loaded": sorted(plain(r.name) for r in runs if r.load is not None and r.load > LOADED),
             "ema": _by_note((r.name, r.ema) for r in runs),
         },
         "notes": late
@@ -383,6 +385,13 @@ def _run_lines(result: dict) -> list[str]:
         lines.append(
             f"- the runs ran under different loads ({number(min(loads))} to {number(max(loads))} runnable "
             "processes per core, median over epochs): their timings are not comparable"
+        )
+    loaded = result.get("evidence", {}).get("loaded", [])
+    if loaded:
+        lines.append(
+            f"- {len(loaded)} run(s) shared the CPU with other work (over {LOADED:g} runnable processes per "
+            f"core; a training alone keeps about 1): their timings are slower than a quiet machine's: "
+            f"{', '.join(map(_shown, loaded))}"
         )
     return lines
 
