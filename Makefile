@@ -4,10 +4,11 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(abspath $(VENV))/bin
 STAMP := $(VENV)/.installed
+CLUSTER := $(VENV)/.cluster
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install browser fashion-mnist repro compare test test-fast bench bench-stabilizers bench-data bench-evaluator profile lint format clean
+.PHONY: help install cluster browser fashion-mnist postgres repro compare test test-fast bench bench-stabilizers bench-data bench-evaluator profile lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -20,13 +21,19 @@ $(STAMP): requirements.txt pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the pinned requirements
 
+$(CLUSTER): $(STAMP) pyproject.toml
+	$(BIN)/python -m pip install --quiet -e ".[cluster]"
+	@touch $(CLUSTER)
+
+cluster: $(CLUSTER)  ## the optional extra for a tracking server on PostgreSQL (the tests use it too)
+
 repro: $(STAMP)  ## run the whole pipeline (dvc repro)
 	dvc repro
 
 compare: $(STAMP)  ## compare the tracked training runs across seeds (cifar-dcgan-compare)
 	cifar-dcgan-compare
 
-test: $(STAMP) browser fashion-mnist  ## run all tests, slow end-to-end ones included
+test: $(STAMP) $(CLUSTER) browser fashion-mnist postgres  ## run all tests, slow end-to-end ones included
 	pytest
 
 browser:  ## Debian's chromium for the MLflow UI test (installed if missing, when run as root)
@@ -39,7 +46,12 @@ fashion-mnist:  ## Debian's real Fashion-MNIST for the any-images test (installe
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist >/dev/null; } || \
 		echo "dataset-fashion-mnist is not installed: the Fashion-MNIST test will be skipped"
 
-test-fast: $(STAMP)  ## run the fast tests only
+postgres:  ## PostgreSQL 15 for the shared tracking store test (installed if missing, when run as root)
+	@test -x /usr/lib/postgresql/15/bin/initdb || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql-15 >/dev/null; } || \
+		echo "PostgreSQL 15 is not installed: the shared tracking store test will be skipped"
+
+test-fast: $(STAMP) $(CLUSTER)  ## run the fast tests only
 	pytest -m "not slow"
 
 bench: $(STAMP)  ## measure the training step against the classic loop (several minutes; use a quiet machine)

@@ -128,6 +128,8 @@ def open_store(uri: str):
 
 def experiment_id(client, name: str, uri: str) -> str:
     """The experiment's id (created if new), tagged to open in MLflow's model-training view."""
+    from mlflow.exceptions import MlflowException
+
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
         # beside a SQLite store, never relative to the working folder: under `dvc exp run
@@ -135,7 +137,15 @@ def experiment_id(client, name: str, uri: str) -> str:
         location = None
         if uri.startswith("sqlite:///"):
             location = (Path(uri.removeprefix("sqlite:///")).parent / "mlartifacts").as_uri()
-        return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+        try:
+            return client.create_experiment(name, artifact_location=location, tags=EXPERIMENT_KIND)
+        except MlflowException as error:
+            # on a shared server no lock orders the machines: another one created it first
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
     if experiment.lifecycle_stage == "deleted":  # its name stays taken until `mlflow gc` removes it
         raise PipelineError(
             f"the MLflow experiment '{name}' (id {experiment.experiment_id}) in {redact(uri)} was "

@@ -7,6 +7,7 @@ how it is opened: `cifar_dcgan.store`.
 """
 
 import contextlib
+import getpass
 import json
 import os
 import subprocess
@@ -156,8 +157,6 @@ def run_name(stage: str, env: Mapping[str, str] | None = None) -> str:
 def run_tags(stage: str, env: Mapping[str, str] | None = None) -> dict[str, str]:
     """Tags on every run: the stage, MLflow's standard source tags (commit, branch, script,
     user) and DVC's experiment name and baseline."""
-    import getpass
-
     env = os.environ if env is None else env
     script = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else "python"
     tags = {
@@ -268,24 +267,32 @@ def _end_run(client, run_id: str, status: str, tracker, monitor) -> None:
 
 
 def _experiment_parent(client, experiment: str) -> str | None:
-    """The parent run of the current DVC experiment (created on first use), or None outside one."""
+    """The parent run of the current DVC experiment (created on first use), or None outside one.
+    A DVC experiment's name is unique in one repository only: two sweeps, or two users, on a
+    shared server each have a `base-1`. So the parent is the run of this name, baseline commit
+    and user (and sweep, when `CIFAR_DCGAN_SWEEP` names one)."""
     name = os.environ.get("DVC_EXP_NAME")
     if not name:
         return None
+    identity = {
+        "dvc_exp_name": name,
+        "dvc_exp_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
+        "mlflow.user": getpass.getuser(),
+        "sweep": os.environ.get("CIFAR_DCGAN_SWEEP", ""),
+    }
     condition = tag_condition("dvc_exp_name", name)  # MLflow's filter has no escapes: None if unquotable
     found = client.search_runs(
         [experiment],
         filter_string=" and ".join(filter(None, [condition, "tags.dvc_experiment = 'true'"])),
-        max_results=1 if condition else 1000,
+        max_results=1000,
     )
-    found = [run for run in found if run.data.tags.get("dvc_exp_name") == name]
+    found = [run for run in found if all(run.data.tags.get(k, "") == v for k, v in identity.items())]
     if found:
         return found[0].info.run_id
     tags = {
         "dvc_experiment": "true",
-        "dvc_exp_name": name,
+        **{k: v for k, v in identity.items() if v},
         "mlflow.note.content": f"DVC experiment {name}: its stage runs are nested below",
-        **{k.lower(): v for k, v in os.environ.items() if k == "DVC_EXP_BASELINE_REV"},
     }
     commit = _git("rev-parse", "HEAD")
     if commit:
