@@ -75,3 +75,17 @@ def test_two_sweeps_experiments_of_one_name_get_their_own_parent_runs(server, mo
     monkeypatch.setenv("LOGNAME", "someone-else")
     other_user = tracking._experiment_parent(client, experiment)
     assert len({first, other_sweep, other_user}) == 3
+
+
+def test_a_parent_run_from_before_parents_recorded_their_user_is_still_found(server, monkeypatch):
+    client = MlflowClient(server)
+    experiment = experiment_id(client, "older-parents", server)
+    older = client.create_run(
+        experiment,
+        run_name="base-2",
+        tags={"dvc_experiment": "true", "dvc_exp_name": "base-2", "dvc_exp_baseline_rev": "c" * 40},
+    ).info.run_id
+    assert "mlflow.user" not in client.get_run(older).data.tags
+    monkeypatch.setenv("DVC_EXP_NAME", "base-2")
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "c" * 40)
+    assert tracking._experiment_parent(client, experiment) == older  # not a second parent

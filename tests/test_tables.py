@@ -23,7 +23,7 @@ def test_a_table_typed_by_hand_or_a_changed_run_is_caught_and_rebuilt(tmp_path, 
     original = page.read_text()
     page.write_text(original.replace("| 29.2, 38.9, 29.4 |", "| 29.2, 38.9, 29.5 |", 1))
     assert main(["--check", str(page)]) == 1
-    assert "tables differ from their comparison.json" in capsys.readouterr().out
+    assert "stabilizers.md: differs from what its comparison.json gives" in capsys.readouterr().out
     assert main([str(page)]) == 0 and page.read_text() == original
     # a run's number changes in the JSON: the table, its verdict and its plan follow
     data = json.loads((tmp_path / "stabilizers_comparison.json").read_text())

@@ -286,7 +286,7 @@ def _experiment_parent(client, experiment: str) -> str | None:
         filter_string=" and ".join(filter(None, [condition, "tags.dvc_experiment = 'true'"])),
         max_results=1000,
     )
-    found = [run for run in found if all(run.data.tags.get(k, "") == v for k, v in identity.items())]
+    found = [run for run in found if _same_experiment(run.data.tags, identity)]
     if found:
         return found[0].info.run_id
     tags = {
@@ -298,6 +298,12 @@ def _experiment_parent(client, experiment: str) -> str | None:
     if commit:
         tags["mlflow.source.git.commit"] = commit
     return client.create_run(experiment, run_name=name, tags=tags).info.run_id
+
+
+def _same_experiment(tags: Mapping[str, str], identity: Mapping[str, str]) -> bool:
+    """A parent run's tags name this experiment; one made before parents recorded their user
+    (no `mlflow.user` tag) counts as the user's own."""
+    return all(tags.get(k, "") == v or (k == "mlflow.user" and k not in tags) for k, v in identity.items())
 
 
 def _mark_parent(client, parent: str | None, status: str) -> None:

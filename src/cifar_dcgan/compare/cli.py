@@ -141,11 +141,11 @@ def _again(path: Path, effect: str | None, out: Path) -> None:
     try:
         result = json.loads(path.read_text())
         result = add_verdicts(from_runs(result), effect)
-    except (OSError, ValueError, KeyError, TypeError, IndexError) as error:
+        report = markdown(result, [])
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as error:
         raise PipelineError(
             f"--from-json {path}: not a comparison.json of cifar-dcgan-compare ({plain(error)})"
         ) from None
-    report = markdown(result, [])
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(report)
     (out / "comparison.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -25,9 +25,15 @@ def group_runs(runs: list[Run]) -> tuple[list[str], dict[tuple, list[Run]], list
             )
         seeds[r.seed] = r
     ordered = {
-        key: sorted(seeds.values(), key=lambda r: r.seed) for key, seeds in sorted(groups.items(), key=str)
+        key: sorted(seeds.values(), key=lambda r: seed_order(r.seed))
+        for key, seeds in sorted(groups.items(), key=str)
     }
     return differing, ordered, notes
+
+
+def seed_order(seed: str) -> tuple:
+    """Seeds in numeric order (2 before 10), any other text after them."""
+    return (0, int(seed), "") if str(seed).isdigit() else (1, 0, str(seed))
 
 
 def check_comparable(runs: list[Run]) -> None:

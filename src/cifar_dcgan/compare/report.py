@@ -51,6 +51,7 @@ def compare(
     check_comparable(runs)
     differing, groups, notes = group_runs(runs)
     check_code(groups, pool_code)
+    runs = [r for members in groups.values() for r in members]  # a replaced rerun counts nowhere
     older = sorted(r.name for r in runs if r.assumed)
     assumed = {k: str(v) for k, v in BEFORE_ADDED.items() if any(k in r.assumed for r in runs)}
     base_key = pick_baseline(differing, groups, baseline) if differing else next(iter(groups))
@@ -244,7 +245,7 @@ def _values(values) -> list:
 
 def markdown(result: dict, skipped: list[str]) -> str:
     """The report: one row per group, then the verdicts, then what was left out."""
-    t = result["fcd_threshold"]
+    t, within = result.get("fcd_threshold"), result.get("within_minutes")
     lines = [
         "# Comparison across seeds",
         "",
@@ -256,18 +257,20 @@ def markdown(result: dict, skipped: list[str]) -> str:
         "cannot move far."
         + (
             " Equal wall-clock: each run counts only its snapshots of the first "
-            f"{result['within_minutes']:g} minutes of training. Its best FCD is the best of those "
+            f"{within:g} minutes of training. Its best FCD is the best of those "
             "(what select-generator would pick by then), so an arm that snapshots more often within the "
             "time has more picks; its last FCD, KID and entropy are those of its snapshot at the cutoff."
-            if result["within_minutes"] is not None
+            if within is not None
             else ""
         ),
         "",
         "| group | seeds | best FCD | last FCD | KID | class entropy | diversity | s / iteration "
-        f"| to FCD <= {t:.1f} |",
+        f"| to FCD <= {t:.1f} |"
+        if t is not None
+        else "| to the threshold |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    if result["assumed"]:
+    if result.get("assumed"):
         older, values = result["assumed"]["runs"], result["assumed"]["params"]
         pairs = ", ".join(f"{k}={v}" for k, v in values.items())
         lines[2:2] = [
@@ -285,11 +288,11 @@ def markdown(result: dict, skipped: list[str]) -> str:
     if result.get("continued"):
         lines[2:2] = [_continued_line(result["continued"]), ""]
     for g in result["groups"]:
-        speed, robust = g["seconds_per_iteration"], g.get("robust", {})
-        cells = [_quartiles(robust[k]) if k in robust else mean_ci(g[k]) for k in ROBUST_KEYS]
+        speed, robust = g.get("seconds_per_iteration"), g.get("robust", {})
+        cells = [_quartiles(robust[k]) if k in robust else mean_ci(g.get(k)) for k in ROBUST_KEYS]
         lines.append(
             f"| {literal(g['label'])}{' (baseline)' if g['baseline'] else ''} | {len(g['seeds'])} "
-            f"| {mean_ci(g['best_fcd'])} | {' | '.join(cells)} | {mean_ci(g['diversity'])} "
+            f"| {mean_ci(g['best_fcd'])} | {' | '.join(cells)} | {mean_ci(g.get('diversity'))} "
             f"| {mean_ci(speed) if speed else '-'} | {_reach(g)} |"
         )
     lines += ["", "## Against the baseline", ""]
@@ -303,11 +306,11 @@ def markdown(result: dict, skipped: list[str]) -> str:
         tests = f"Welch p {j['p']:.3g}" if j["p"] is not None else "no test"
         if j["comparisons"] > 1:
             sim = j["simultaneous"]
-            if sim["low"] is not None:
-                both = f"{number(sim['low'], True)}, {number(sim['high'], True)}"
-                tests += f", for all {j['comparisons']} at once [{both}]"
             if j.get("p_holm") is not None:
                 tests += f", Holm p {j['p_holm']:.3g}"
+            if sim["low"] is not None:
+                both = f"{number(sim['low'], True)}, {number(sim['high'], True)}"
+                tests += f", corrected {1 - j['level']:.1%} interval [{both}]"
         lines.append(
             f"- {literal(g['verdict'])} (difference {number(d['difference'], True)}{interval}; {tests}): "
             f"{j['rules_out']}"
@@ -319,9 +322,10 @@ def markdown(result: dict, skipped: list[str]) -> str:
     if single:
         lines.append(f"- {', '.join(single)}: one seed; a confidence interval needs 2 or more seeds")
     lines += _run_lines(result)
-    lines += _machine_lines(result.get("machines", {}), result["within_minutes"] is not None)
-    if skipped or result["notes"]:
-        lines += ["", "## Left out", "", *[f"- {literal(line)}" for line in skipped + result["notes"]]]
+    lines += _machine_lines(result.get("machines", {}), within is not None)
+    notes = skipped + result.get("notes", [])
+    if notes:
+        lines += ["", "## Left out", "", *[f"- {literal(line)}" for line in notes]]
     return "\n".join(lines) + "\n"
 
 
@@ -340,8 +344,9 @@ def _evidence_line(result: dict) -> str:
     seeds = sorted({len(g["seeds"]) for g in groups})
     m = len(groups) - 1
     correction = (
-        f"{m} comparisons with the baseline, verdicts corrected for them (Holm, family-wise {ALPHA:.0%}; "
-        "the uncorrected 95% interval is shown first)"
+        f"{m} comparisons with the baseline, verdicts corrected for them (Holm's step-down at "
+        f"{ALPHA:.0%} family-wise, the differences and the equivalence tests each a family; the uncorrected "
+        "95% interval is shown first, then the corrected one Holm's test amounts to)"
         if m > 1
         else "one comparison"
     )
@@ -377,7 +382,7 @@ def _run_lines(result: dict) -> list[str]:
         )
     for note, names in result.get("evidence", {}).get("ema", {}).items():
         lines.append(
-            f"- the moving average never reached its decay in {len(names)} run(s) ({literal(note)}): "
+            f"- G's moving average could not show its decay in {len(names)} run(s) ({literal(note)}): "
             f"{', '.join(map(_shown, names))}"
         )
     loads = result.get("evidence", {}).get("load_per_core", [])
@@ -418,7 +423,9 @@ def _reach(g: dict) -> str:
     """A group's cell "to FCD <= threshold": how many seeds got there ("k of n reached"), and
     the mean minutes and iterations of those that did. The others are censored: they had not
     by their last snapshot, so the mean flatters a group where some never did."""
-    n, k = len(g["seeds"]), g["reached_threshold"]
+    n, k = len(g["seeds"]), g.get("reached_threshold")
+    if k is None:
+        return "-"
     seeds = f"{k} of {n} reached"
     if not k:
         return seeds

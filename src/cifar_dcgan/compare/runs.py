@@ -92,6 +92,7 @@ class Run:
             return None
         return dataclasses.replace(
             self,
+            iterations=round(kept[-1] * self.iterations_per_epoch) if self.iterations_per_epoch else None,
             curve={e: self.curve[e] for e in kept},
             epoch_seconds={e: s for e, s in self.epoch_seconds.items() if e <= kept[-1]},
             last={k: _last(self.history[k], kept[-1]) for k in self.last},
@@ -238,7 +239,7 @@ def ema_note(params: dict[str, str], coverage: str | None, iterations: int | Non
             )
         return ""
     if iterations is None:
-        return f"g_ema {decay:g}: its length is unknown, so whether the average reached its decay is too"
+        return ""  # its length is unknown: nothing to say
     reached = min(decay, iterations / (iterations + 9))
     if reached < decay:
         return (

@@ -51,7 +51,7 @@ def _welch(va, vb, seeds: tuple[int, int], level: float):
 
 def mean_ci(s: dict) -> str:
     """A `mean_interval` as text: the mean and, where there is one, its interval; "-" for none."""
-    if s["mean"] is None:
+    if s is None or s.get("mean") is None:
         return "-"
     if s["low"] is None:
         return number(s["mean"])

@@ -1,7 +1,8 @@
 """The result tables of the docs, generated from the comparisons behind them, so that a table
 cannot drift from its numbers: each block between `<!-- table: NAME -->` and `<!-- /table -->`
 in a markdown file is rebuilt from `NAME_comparison.json` beside it, judged by this version's
-statistics (`add_verdicts`, with the file's `--min-effect` if the marker names one).
+statistics (`add_verdicts`, with the marker's `min-effect=` if it names one); that JSON and
+`NAME_report.md`, where there is one, are rewritten with the same judgement.
 
     python -m cifar_dcgan.compare.tables docs/results/*.md          # rewrite the blocks
     python -m cifar_dcgan.compare.tables --check docs/results/*.md  # exit 1 if one differs
@@ -13,7 +14,8 @@ import re
 import sys
 from pathlib import Path
 
-from cifar_dcgan.compare.report import add_verdicts, from_runs
+from cifar_dcgan.compare.groups import seed_order
+from cifar_dcgan.compare.report import add_verdicts, from_runs, markdown
 from cifar_dcgan.compare.stats import mean_ci, number
 from cifar_dcgan.compare.text import literal
 
@@ -30,12 +32,14 @@ def table(result: dict) -> str:
     m = len(result["groups"]) - 1
     lines = [
         "| arm | best FCD per seed | mean [95%] | difference [95%] | "
-        + (f"for all {m} at once | " if m > 1 else "")
+        + ("corrected for all arms (Holm) | " if m > 1 else "")
         + "verdict | rules out |",
         "|---|---|---|---|" + ("---|" if m > 1 else "") + "---|---|",
     ]
     for g in result["groups"]:
-        seeds = ", ".join(number(r["best_fcd"]) for r in sorted(g["runs"], key=lambda r: r["seed"]))
+        seeds = ", ".join(
+            number(r["best_fcd"]) for r in sorted(g["runs"], key=lambda r: seed_order(r["seed"]))
+        )
         name = f"{g['label']} (baseline)" if g["baseline"] else g["short_label"]
         head = f"| {literal(name)} | {seeds} | {mean_ci(g['best_fcd'])} |"
         if g["baseline"]:
@@ -70,33 +74,54 @@ def _seeds(n: int | None) -> str:
     return f"about {n}" if n is not None else "more than 100"
 
 
-def rebuilt(path: Path) -> str:
-    """The markdown file at `path` with its tables generated again."""
+def rebuilt(path: Path) -> dict[Path, str]:
+    """What the markdown file at `path` and the comparisons it shows should hold: the page with
+    its tables generated again, each comparison.json judged again (at the table's
+    `min-effect`), and its report.md where there is one."""
+    files: dict[Path, str] = {}
 
     def block(match: re.Match) -> str:
-        result = json.loads((path.parent / f"{match['name']}_comparison.json").read_text())
-        body = table(add_verdicts(from_runs(result), match["effect"]))
-        return match.group(1) + body + match.group(5)
+        source = path.parent / f"{match['name']}_comparison.json"
+        effect = match["effect"]
+        if effect is not None and not _effect_ok(effect):
+            raise SystemExit(
+                f"{path}: table {match['name']}: min-effect={effect} is no positive FCD or percentage"
+            )
+        result = add_verdicts(from_runs(json.loads(source.read_text())), effect)
+        files[source] = json.dumps(result, indent=2) + "\n"
+        report = path.parent / f"{match['name']}_report.md"
+        if report.exists():
+            files[report] = markdown(result, [])
+        return match.group(1) + table(result) + match.group(5)
 
-    return BLOCK.sub(block, path.read_text())
+    files[path] = BLOCK.sub(block, path.read_text())
+    return files
+
+
+def _effect_ok(text: str) -> bool:
+    try:
+        value = float(text[:-1] if text.endswith("%") else text)
+    except ValueError:
+        return False
+    return value > 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--check", action="store_true", help="only say which files' tables differ")
+    parser.add_argument("--check", action="store_true", help="only say which files differ from their data")
     parser.add_argument("files", nargs="+", type=Path)
     args = parser.parse_args(argv)
     stale = []
-    for path in args.files:
-        text = rebuilt(path)
-        if text != path.read_text():
-            stale.append(path)
-            if not args.check:
-                path.write_text(text)
+    for page in args.files:
+        for path, text in rebuilt(page).items():
+            if text != path.read_text():
+                stale.append(path)
+                if not args.check:
+                    path.write_text(text)
     for path in stale:
-        print(f"{path}: {'tables differ from their comparison.json' if args.check else 'tables rewritten'}")
+        print(f"{path}: {'differs from what its comparison.json gives' if args.check else 'rewritten'}")
     return 1 if stale and args.check else 0
 
 

@@ -33,76 +33,106 @@ def judge_arms(
     arms: Mapping[str, Sequence[float]], baseline: Sequence[float], effect: float, alpha: float = ALPHA
 ) -> dict[str, dict]:
     """Each arm against the baseline: the difference of means with its Welch interval (95%,
-    uncorrected) and the simultaneous one (Bonferroni, 1 - alpha / arms), Welch's p and Holm's
-    adjusted p, two one-sided tests of equivalence within +-`effect` (Holm-adjusted too), and
-    the verdict: lower / higher when Holm's p < alpha, else equivalent within the effect when
-    its tests say so, else no difference detectable."""
+    uncorrected) and its corrected one, at the level Holm's step-down tests the arm at
+    (1 - alpha / (m - j) for the j-th smallest p; the rest at the level where the steps
+    stopped), so the corrected interval excludes 0 exactly when Holm rejects: the verdict
+    and the words agree. Welch's p and Holm's adjusted p; two one-sided tests (TOST) of
+    equivalence within +-`effect`, corrected the same way as a family of their own, with the
+    (1 - 2 level) interval they amount to. Verdict: lower / higher when the corrected
+    interval excludes 0, else equivalent when the equivalence interval lies inside +-effect,
+    else no difference detectable."""
     from scipy import stats
     from statsmodels.stats.multitest import multipletests
     from statsmodels.stats.weightstats import ttost_ind
 
     m = len(arms)
-    out = {}
+    out, p, tost = {}, {}, {}
+    b = np.asarray(baseline, float)
     for label, values in arms.items():
-        a, b = np.asarray(values, float), np.asarray(baseline, float)
-        entry = {
-            "comparisons": m,
-            "interval": welch_difference(a, b),
-            "simultaneous": welch_difference(a, b, 1 - alpha / m),
-            "p": None,
-            "equivalence_p": None,
-        }
+        a = np.asarray(values, float)
+        out[label] = {"comparisons": m, "interval": welch_difference(a, b), "p": None, "equivalence_p": None}
         if len(a) >= 2 and len(b) >= 2 and (a.var() + b.var()) > 0:
-            entry["p"] = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+            p[label] = out[label]["p"] = float(stats.ttest_ind(a, b, equal_var=False).pvalue)
             if effect > 0:
-                entry["equivalence_p"] = float(ttost_ind(a, b, -effect, effect, usevar="unequal")[0])
-        out[label] = entry
-    for key in ("p", "equivalence_p"):
-        tested = [label for label in out if out[label][key] is not None]
-        adjusted = multipletests([out[label][key] for label in tested], alpha, "holm")[1] if tested else []
-        for label, p in zip(tested, adjusted):
-            out[label][f"{key}_holm"] = float(p)
-    for entry in out.values():
-        entry["verdict"] = _verdict(entry, alpha)
-        entry["rules_out"] = rules_out(
-            entry["simultaneous" if m > 1 else "interval"], effect, entry["verdict"] == "equivalent"
+                tost[label] = float(ttost_ind(a, b, -effect, effect, usevar="unequal")[0])
+                out[label]["equivalence_p"] = tost[label]
+    for key, family in (("p", p), ("equivalence_p", tost)):
+        if family:
+            adjusted = multipletests(list(family.values()), alpha, "holm")[1]
+            for label, value in zip(family, adjusted):
+                out[label][f"{key}_holm"] = float(value)
+    levels, tost_levels = holm_levels(p, alpha), holm_levels(tost, alpha)
+    for label, values in arms.items():
+        a, entry = np.asarray(values, float), out[label]
+        entry["level"] = levels.get(label, alpha / m)
+        entry["simultaneous"] = welch_difference(a, b, 1 - entry["level"])
+        entry["equivalence_level"] = tost_levels.get(label)
+        entry["equivalence"] = (
+            welch_difference(a, b, 1 - 2 * tost_levels[label]) if label in tost_levels else None
         )
+        entry["verdict"] = _verdict(entry, effect)
+        entry["rules_out"] = rules_out(entry, effect)
     return out
 
 
-def _verdict(entry: dict, alpha: float) -> str:
-    d = entry["interval"]["difference"]
-    if entry.get("p_holm") is not None and entry["p_holm"] < alpha:
-        return "lower (better)" if d < 0 else "higher (worse)"
-    if entry.get("equivalence_p_holm") is not None and entry["equivalence_p_holm"] < alpha:
+def holm_levels(pvalues: Mapping[str, float], alpha: float = ALPHA) -> dict[str, float]:
+    """The level Holm's step-down tests each p at: alpha / (m - j) for the j-th smallest
+    (from 0) while every smaller one was rejected; from the first that is not, that level for
+    it and all larger ones. A p below its level is exactly what Holm rejects."""
+    ordered = sorted(pvalues, key=pvalues.get)
+    m, levels, stopped = len(ordered), {}, None
+    for j, label in enumerate(ordered):
+        level = stopped if stopped is not None else alpha / (m - j)
+        if stopped is None and pvalues[label] >= level:
+            stopped = level
+        levels[label] = level
+    return levels
+
+
+def _verdict(entry: dict, effect: float) -> str:
+    corrected, equivalence = entry["simultaneous"], entry["equivalence"]
+    if entry["p"] is not None and corrected["low"] is not None:
+        if corrected["high"] < 0:
+            return "lower (better)"
+        if corrected["low"] > 0:
+            return "higher (worse)"
+    if (
+        equivalence
+        and equivalence["low"] is not None
+        and -effect < equivalence["low"] < equivalence["high"] < effect
+    ):
         return "equivalent"
     return "no difference detectable"
 
 
-def rules_out(interval: dict, effect: float, equivalent: bool = False) -> str:
-    """What a difference's interval excludes, in words: "rules out worse than +17.3; cannot
-    rule out better than -7.3", then against the smallest effect worth telling (`equivalent`:
-    the two one-sided tests said so, which a (1 - 2 alpha) interval inside +-effect means)."""
+def rules_out(entry: dict, effect: float) -> str:
+    """What an arm's corrected interval allows, in words ("fits differences from -7.3 to
+    +17.3", below 0 better), then against the smallest effect worth telling."""
+    interval = entry["simultaneous"]
     low, high = interval["low"], interval["high"]
     if low is None:
         return "no interval: it needs 2 or more seeds in both groups"
-    words = [
-        "rules out any worsening" if high <= 0 else f"rules out worse than {number(high, True)}",
-        "rules out any improvement" if low >= 0 else f"cannot rule out better than {number(low, True)}",
-    ]
+    if entry["p"] is None:
+        return "no test: neither group's best FCD varies between its seeds"
     e = number(effect)
-    if equivalent or (-effect < low and high < effect):
-        words.append(f"equivalent within +-{e}")
+    words = [f"fits differences from {number(low, True)} to {number(high, True)}"]
+    if entry["verdict"] == "equivalent":
+        eq = entry["equivalence"]
+        level = 1 - 2 * entry["equivalence_level"]
+        words.append(
+            f"equivalent within +-{e} (two one-sided tests: their {level:.1%} interval "
+            f"[{number(eq['low'], True)}, {number(eq['high'], True)}] lies inside)"
+        )
     elif high < -effect:
         words.append(f"better by more than {e}")
     elif low > effect:
         words.append(f"worse by more than {e}")
     elif low > -effect:
-        words.append(f"an improvement of {e} or more is ruled out; a worsening of {e} is not")
+        words.append(f"rules out an improvement of {e} or more, not a worsening of {e}")
     elif high < effect:
-        words.append(f"a worsening of {e} or more is ruled out; an improvement of {e} is not")
+        words.append(f"rules out a worsening of {e} or more, not an improvement of {e}")
     else:
-        words.append(f"neither an improvement nor a worsening of {e} is ruled out")
+        words.append(f"rules out neither an improvement nor a worsening of {e}")
     return "; ".join(words)
 
 
@@ -146,14 +176,19 @@ def plan(
     a = alpha / max(comparisons, 1)
 
     def seeds_for(sd: float) -> int | None:
-        n = power_of.solve_power(effect_size=effect / sd, alpha=a, power=power)
-        n = math.ceil(float(np.squeeze(n)))
-        return n if n <= MOST_SEEDS else None
+        """The fewest seeds per arm with that power (solve_power does not converge at large
+        effects: count up instead)."""
+        for n in range(2, MOST_SEEDS + 1):
+            if power_of.power(effect_size=effect / sd, nobs1=n, alpha=a, ratio=1.0) >= power:
+                return n
+        return None
 
     shown = None
     if min(seeds) >= 2:
-        size = power_of.solve_power(nobs1=seeds[0], ratio=seeds[1] / seeds[0], alpha=a, power=power)
-        shown = float(np.squeeze(size)) * pooled["sd"]
+        size = float(
+            np.squeeze(power_of.solve_power(nobs1=seeds[0], ratio=seeds[1] / seeds[0], alpha=a, power=power))
+        )
+        shown = size * pooled["sd"] if math.isfinite(size) else None
     return {
         "effect": effect,
         "power": power,
