@@ -359,7 +359,8 @@ def _evidence_line(result: dict) -> str:
     judge = _shown(result["evaluator_digest"][:12])
     return (
         f"After {iterations} iterations on {images} training images (judge {judge}, "
-        f"{accuracy}), {' or '.join(map(str, seeds))} seeds per group; {correction}{smallest}."
+        f"{accuracy}), {' or '.join(map(str, seeds))} seed{'s' if seeds[-1] > 1 else ''} per group; "
+        f"{correction}{smallest}."
     )
 
 

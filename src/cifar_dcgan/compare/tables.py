@@ -47,7 +47,8 @@ def table(result: dict) -> str:
             continue
         d, j = g["best_fcd_difference"], g["judged"]
         cells = [_interval(d)] + ([_interval(j["simultaneous"])] if m > 1 else [])
-        verdict = j["verdict"] if j["verdict"] == "no difference detectable" else f"**{j['verdict']}**"
+        plain_words = ("no difference detectable", "no test")
+        verdict = j["verdict"] if j["verdict"] in plain_words else f"**{j['verdict']}**"
         if m > 1 and j.get("p_holm") is not None:
             verdict += f" (Holm p {j['p_holm']:.2g})"
         lines.append(f"{head} {' | '.join(cells)} | {verdict} | {j['rules_out']} |")

@@ -91,6 +91,8 @@ def holm_levels(pvalues: Mapping[str, float], alpha: float = ALPHA) -> dict[str,
 
 def _verdict(entry: dict, effect: float) -> str:
     corrected, equivalence = entry["simultaneous"], entry["equivalence"]
+    if entry["p"] is None:  # one seed, or no spread in either group: nothing to test
+        return "no test"
     if entry["p"] is not None and corrected["low"] is not None:
         if corrected["high"] < 0:
             return "lower (better)"
