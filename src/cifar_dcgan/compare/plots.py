@@ -66,7 +66,7 @@ def plot_grids(result: dict, client, path: Path, columns: int = 5) -> None:
                 fontsize=9,
             )
     figure.suptitle("Last snapshot's probe grid, one seed per group")
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 0.93))  # the title above the groups' labels, however many lines
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90)
     plt.close(figure)
