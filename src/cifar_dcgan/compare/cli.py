@@ -13,6 +13,7 @@ import cifar_dcgan.compare as package
 from cifar_dcgan.compare.report import add_verdicts, compare, from_runs, markdown
 from cifar_dcgan.compare.runs import load_runs
 from cifar_dcgan.compare.text import plain
+from cifar_dcgan.compare.verdicts import valid_effect
 from cifar_dcgan.config import TrackingParams, flatten, load_params
 from cifar_dcgan.config.model import ModelParams
 from cifar_dcgan.config.train_gan import TrainGanParams
@@ -155,12 +156,7 @@ def _again(path: Path, effect: str | None, out: Path) -> None:
 
 def _effect(text: str) -> str:
     """--min-effect: a positive FCD or a positive percentage."""
-    number = text[:-1] if text.endswith("%") else text
-    try:
-        value = float(number)
-    except ValueError:
-        value = math.nan
-    if not (math.isfinite(value) and value > 0):
+    if not valid_effect(text):
         raise argparse.ArgumentTypeError(f"{text!r}: give a positive FCD (5) or a percentage (10%)")
     return text
 

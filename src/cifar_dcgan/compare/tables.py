@@ -18,6 +18,7 @@ from cifar_dcgan.compare.groups import seed_order
 from cifar_dcgan.compare.report import add_verdicts, from_runs, markdown
 from cifar_dcgan.compare.stats import mean_ci, number
 from cifar_dcgan.compare.text import literal
+from cifar_dcgan.compare.verdicts import valid_effect
 
 BLOCK = re.compile(
     r"(<!-- table: (?P<name>[\w-]+)(?: min-effect=(?P<effect>[\d.]+%?))? -->\n)"
@@ -84,7 +85,7 @@ def rebuilt(path: Path) -> dict[Path, str]:
     def block(match: re.Match) -> str:
         source = path.parent / f"{match['name']}_comparison.json"
         effect = match["effect"]
-        if effect is not None and not _effect_ok(effect):
+        if effect is not None and not valid_effect(effect):
             raise SystemExit(
                 f"{path}: table {match['name']}: min-effect={effect} is no positive FCD or percentage"
             )
@@ -97,14 +98,6 @@ def rebuilt(path: Path) -> dict[Path, str]:
 
     files[path] = BLOCK.sub(block, path.read_text())
     return files
-
-
-def _effect_ok(text: str) -> bool:
-    try:
-        value = float(text[:-1] if text.endswith("%") else text)
-    except ValueError:
-        return False
-    return value > 0
 
 
 def main(argv: list[str] | None = None) -> int:

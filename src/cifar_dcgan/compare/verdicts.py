@@ -17,6 +17,15 @@ MIN_EFFECT_SHARE = 0.10  # without --min-effect: 10% of the baseline's mean best
 MOST_SEEDS = 100  # past this many seeds per arm a plan says "more than": not a sweep anyone runs
 
 
+def valid_effect(text: str) -> bool:
+    """A `--min-effect` text: a positive FCD ("5") or a positive percentage ("10%")."""
+    try:
+        value = float(text[:-1] if text.endswith("%") else text)
+    except ValueError:
+        return False
+    return math.isfinite(value) and value > 0
+
+
 def min_effect(text: str | None, baseline_mean: float) -> tuple[float, str]:
     """The smallest difference worth telling, in FCD, and how it was chosen: `text` is an
     absolute FCD ("5") or a share of the baseline's mean best FCD ("10%"); None: 10%."""
