@@ -233,9 +233,9 @@ def full_mirror(tmp_path_factory):
     return archive_path, md5, out, summary
 
 
-def start_server(folder, port, command=None):
-    """A real `mlflow server` (or the `command` given, e.g. `ui ...`) on loopback; returns
-    the process once /health answers."""
+def start_server(folder, port, command=None, workers: int = 1):
+    """A real `mlflow server` (or the `command` given, e.g. `ui ...`) on loopback, with
+    `workers` request-handling processes; returns the process once /health answers."""
     command = command or ["server", "--backend-store-uri", f"sqlite:///{folder / 'server.db'}"]
     process = subprocess.Popen(
         [
@@ -248,7 +248,7 @@ def start_server(folder, port, command=None):
             "--port",
             str(port),
             "--workers",
-            "1",
+            str(workers),
         ],
         cwd=folder,
         stdout=subprocess.DEVNULL,

@@ -51,3 +51,29 @@ def database(port: int, name: str = "mlflow") -> Iterator[str]:
             [*as_postgres, BIN / "pg_ctl", "-D", data, "-m", "immediate", "stop"], capture_output=True
         )
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def tracking_server(folder: Path, workers: int = 1) -> Iterator[str]:
+    """`mlflow server` with `workers` processes on a new PostgreSQL on loopback, its artifacts
+    proxied into `folder`/artifacts; yields the server's URI."""
+    from conftest import free_port, start_server, stop_server
+
+    with database(free_port()) as backend:
+        port = free_port()
+        process = start_server(
+            folder,
+            port,
+            [
+                "server",
+                "--backend-store-uri",
+                backend,
+                "--artifacts-destination",
+                (folder / "artifacts").as_uri(),
+            ],
+            workers,
+        )
+        try:
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            stop_server(process)

@@ -9,7 +9,6 @@ from mlflow import MlflowClient
 import postgres
 from cifar_dcgan import tracking
 from cifar_dcgan.store import experiment_id
-from conftest import free_port, start_server, stop_server
 
 pytestmark = pytest.mark.skipif(postgres.available() is not None, reason=str(postgres.available()))
 
@@ -17,24 +16,8 @@ pytestmark = pytest.mark.skipif(postgres.available() is not None, reason=str(pos
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """`mlflow server` on PostgreSQL, artifacts proxied into a folder; yields its URI."""
-    folder = tmp_path_factory.mktemp("server")
-    with postgres.database(free_port()) as database:
-        port = free_port()
-        process = start_server(
-            folder,
-            port,
-            [
-                "server",
-                "--backend-store-uri",
-                database,
-                "--artifacts-destination",
-                (folder / "artifacts").as_uri(),
-            ],
-        )
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            stop_server(process)
+    with postgres.tracking_server(tmp_path_factory.mktemp("server")) as uri:
+        yield uri
 
 
 def test_machines_creating_one_experiment_at_once_all_get_it(server):
