@@ -1,0 +1,3 @@
+from cifar_dcgan.sweep.cli import main
+
+main()

@@ -1,0 +1,93 @@
+"""The sweep on Ray: the judge trained once on one node, then one Ray Tune trial per arm and
+seed, rerun from its last reported epoch checkpoint when its node dies (`max_failures`).
+
+No scheduler stops trials early: stopping seeds on interim FCD would let the surviving seeds
+flatter their arm, and a snapshot's FCD is too noisy to stop on."""
+
+import contextlib
+import dataclasses
+import shutil
+import tempfile
+from pathlib import Path
+
+from cifar_dcgan.errors import PipelineError
+from cifar_dcgan.sweep.plan import Trial
+from cifar_dcgan.sweep.trial import run_trial
+from cifar_dcgan.sweep.workspace import Source, check_environment, clone, command
+
+JUDGE_STAGES = ("train-discriminator-sanity", "train-evaluator")  # and prepare, which both need
+
+
+def prepare_judge(source: Source) -> None:
+    """On one node: the stages before train-gan, restored from the DVC remote's run cache or
+    run once, then pushed there with their run cache, for every trial to restore."""
+    check_environment(source.environment)
+    folder = Path(tempfile.mkdtemp(prefix="cifar-dcgan-judge-"))
+    log = folder / "judge.log"
+    repo = clone(source, folder, log)
+    command(
+        ["dvc", "pull", "--run-cache", "--quiet"], repo, source, log, check=False
+    )  # empty on a first sweep
+    command(["dvc", "repro", "--pull", *JUDGE_STAGES], repo, source, log)
+    command(["dvc", "push", "--run-cache"], repo, source, log)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _trainable(config: dict, source: Source) -> None:
+    """One Ray Tune trial: a DVC experiment, its epoch checkpoints reported to Ray."""
+    from ray import tune
+
+    trial = Trial(**{**config["trial"], "overrides": tuple(config["trial"]["overrides"])})
+    folder = Path(tempfile.mkdtemp(prefix=f"cifar-dcgan-{trial.name}-"))
+
+    def report(metrics: dict, kept: Path | None) -> None:
+        tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(kept)) if kept else None)
+
+    checkpoint = tune.get_checkpoint()
+    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume:
+        run_trial(trial, source, folder, Path(resume) if resume else None, report)
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def run(
+    trials: list[Trial], source: Source, address: str, storage: Path, cpus: float, max_failures: int
+) -> list[dict]:
+    """Run the sweep on the Ray cluster at `address`; one outcome per trial: its name, the
+    epoch it resumed from, its error if any, and the seconds its parts took."""
+    import ray
+    from ray import tune
+
+    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    try:
+        ray.get(ray.remote(num_cpus=cpus, max_retries=max_failures)(prepare_judge).remote(source))
+        tuner = tune.Tuner(
+            tune.with_resources(tune.with_parameters(_trainable, source=source), {"cpu": cpus}),
+            param_space={"trial": tune.grid_search([dataclasses.asdict(trial) for trial in trials])},
+            run_config=tune.RunConfig(
+                name=source.sweep,
+                storage_path=str(storage),
+                failure_config=tune.FailureConfig(max_failures=max_failures),
+                verbose=1,
+            ),
+        )
+        grid = tuner.fit()
+    except ray.exceptions.RayTaskError as error:
+        cause = error.as_instanceof_cause()
+        raise PipelineError(f"the sweep's judge could not be prepared: {cause}") from None
+    finally:
+        ray.shutdown()
+    outcomes = []
+    for result in grid:
+        metrics = result.metrics or {}
+        name = result.config["trial"]["name"]
+        outcomes.append(
+            {
+                "name": name,
+                "finished": bool(metrics.get("done")),
+                "resumed_from_epoch": metrics.get("resumed_from_epoch", 0),
+                "error": str(result.error).strip().splitlines()[-1] if result.error else None,
+                "seconds": {key: metrics[key] for key in ("setup_s", "repro_s", "push_s") if key in metrics},
+                "path": result.path,
+            }
+        )
+    return sorted(outcomes, key=lambda outcome: outcome["name"])
