@@ -8,7 +8,7 @@ CLUSTER := $(VENV)/.cluster
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install cluster browser fashion-mnist postgres repro compare test test-fast bench bench-stabilizers bench-data bench-evaluator profile lint format clean
+.PHONY: help install cluster browser fashion-mnist postgres repro compare test test-fast bench bench-stabilizers bench-data bench-evaluator bench-server profile lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ $(CLUSTER): $(STAMP) pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[cluster]"
 	@touch $(CLUSTER)
 
-cluster: $(CLUSTER)  ## the optional extra for a tracking server on PostgreSQL (the tests use it too)
+cluster: $(CLUSTER)  ## the optional extra: sweeps on a Ray cluster, a tracking server on PostgreSQL (the tests use it too)
 
 repro: $(STAMP)  ## run the whole pipeline (dvc repro)
 	dvc repro
@@ -65,6 +65,9 @@ bench-data: $(STAMP)  ## other images: prepare a folder of 60,000 JPEGs, the ima
 
 bench-evaluator: $(STAMP)  ## where train-evaluator's time goes: a batch with and without augmentation, the test pass, outputs
 	python benchmarks/bench_evaluator.py
+
+bench-server: $(CLUSTER) postgres  ## the tracking server on PostgreSQL under 1 to 32 writers at once: values stored per second, any lost
+	python benchmarks/bench_server.py
 
 profile: $(STAMP)  ## where one iteration's time goes, by kind of op, in float32 and bf16 (minutes; a quiet machine)
 	python benchmarks/profile_step.py
