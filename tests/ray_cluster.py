@@ -21,6 +21,8 @@ PORTS_PER_NODE = 40  # a node's fixed ports, then its workers' range
 HEALTH = {
     "RAY_health_check_period_ms": "1000",
     "RAY_health_check_failure_threshold": "5",
+    # as docs/sweeps.md starts nodes: a dead Ray worker's trainings die with it
+    "RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper": "true",
 }  # a dead node seen in ~5 s
 
 

@@ -134,8 +134,8 @@ def power_cut_after_a_checkpoint(cluster, storage: Path, killed: dict, stop: thr
     while not stop.is_set():
         for result in storage.glob("*/*/result.json"):
             reports = [json.loads(line) for line in result.read_text().splitlines() if line.strip()]
-            checkpointed = [r for r in reports if r.get("epoch", 0) >= 1 and not r.get("done")]
-            if not checkpointed or reports[-1].get("done"):
+            checkpointed = [r for r in reports if r.get("epoch", 0) >= 1 and not r.get("finished")]
+            if not checkpointed or reports[-1].get("finished"):
                 continue
             name = checkpointed[-1]["config"]["trial"]["name"]
             for worker in cluster.workers:

@@ -14,7 +14,7 @@ import yaml
 import postgres
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.sweep.plan import trials
-from cifar_dcgan.sweep.workspace import check_environment, environment
+from cifar_dcgan.sweep.workspace import check_environment, environment, shown, tail
 from conftest import REPO, project_env, run
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -36,6 +36,8 @@ def test_every_arm_runs_every_seed_under_its_own_name():
         ([["a", "train_gan.seed=3"]], [1], "the seed comes from --seeds"),
         ([["a"], ["a", "train_gan.loss=hinge"]], [1], "two arms share a name"),
         ([["a-b"]], [1], "not usable in a DVC experiment name"),
+        ([["a..b"]], [1], "not usable in a DVC experiment name"),
+        ([["a", "train_evaluator.epochs=2"]], [1], "changes train_evaluator.epochs: the data and the judge"),
         ([["a"]], [1, 1], "distinct seeds"),
     ],
 )
@@ -49,6 +51,20 @@ def test_a_node_with_other_library_versions_is_refused_naming_them():
     with pytest.raises(PipelineError, match=r"tensorflow .* here, 0\.0\.1 there"):
         check_environment(theirs)
     check_environment(environment())  # the same install passes
+
+
+def test_a_failed_command_quotes_its_log_without_the_credentials_in_urls(tmp_path):
+    """A trial's error (printed by the driver, kept in Ray's storage) quotes its log's end."""
+    log = tmp_path / "trial.log"
+    log.write_text(
+        "$ git clone https://ann:ghp_secret@git.example.com/gan.git repo\n"
+        "fatal: unable to access 'https://ann:ghp_secret@git.example.com/gan.git/'\n"
+        "API request to http://bob:pw@tracking:5000/api/2.0/mlflow/runs/get failed\n"
+    )
+    quoted = tail(log)
+    assert "ghp_secret" not in quoted and "ann" not in quoted and "pw@" not in quoted
+    assert "https://***@git.example.com/gan.git" in quoted and "http://***@tracking:5000" in quoted
+    assert shown(["git", "clone", "https://ann:ghp_secret@h/g.git"]) == "git clone https://***@h/g.git"
 
 
 def test_the_sweep_refuses_a_file_store_and_an_unpushed_commit_before_starting_anything(project, tmp_path):
@@ -71,9 +87,13 @@ def test_the_sweep_refuses_a_file_store_and_an_unpushed_commit_before_starting_a
     assert unpushed.returncode == 2 and "is not on the git remote" in unpushed.stderr
     assert "Traceback" not in unpushed.stderr
     run(["git", "push", "-q", "origin", "HEAD:main"], project)
-    filed = subprocess.run(
-        [*command, "--dvc-remote", str(tmp_path)], cwd=project, env=env, capture_output=True, text=True
-    )
+    no_remote = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
+    assert no_remote.returncode == 2 and "no DVC remote: name one" in no_remote.stderr
+    # the project's default DVC remote is the sweep's; then the store is checked
+    run(["dvc", "remote", "add", "-d", "shared", str(tmp_path / "dvc-store")], project)
+    run(["git", "commit", "-qam", "a DVC remote"], project)
+    run(["git", "push", "-q", "origin", "HEAD:main"], project)
+    filed = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)
     assert filed.returncode == 2 and "needs an MLflow server every node reaches" in filed.stderr
     (project / "params.yaml").write_text((project / "params.yaml").read_text() + "\n")
     dirty = subprocess.run(command, cwd=project, env=env, capture_output=True, text=True)

@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ray-address",
         default=os.environ.get("RAY_ADDRESS", "auto"),
-        help="the Ray head (default: RAY_ADDRESS)",
+        help="the Ray head, host:port (default: RAY_ADDRESS, else a cluster started on this machine)",
     )
     parser.add_argument(
         "--storage",
@@ -68,7 +68,10 @@ def _parser() -> argparse.ArgumentParser:
         "--cpus-per-trial", type=float, default=1.0, help="Ray CPUs each trial holds (default 1)"
     )
     parser.add_argument(
-        "--max-failures", type=int, default=3, help="reruns of a trial whose node died (default 3)"
+        "--max-failures",
+        type=int,
+        default=3,
+        help="reruns of a trial whose node or process died (default 3; a failed training is not rerun)",
     )
     return parser
 
@@ -108,7 +111,7 @@ def _sweep(args: argparse.Namespace) -> None:
     names = " ".join(outcome["name"] for outcome in outcomes)
     print(
         f"compare them: MLFLOW_TRACKING_URI={redact(uri)} cifar-dcgan-compare --runs {names}\n"
-        f"fetch them: dvc exp pull {git_remote} <name>, or dvc exp list {git_remote}"
+        f"fetch them: dvc exp pull {redact(git_remote)} <name>, or dvc exp list {redact(git_remote)}"
     )
     if failed:
         raise PipelineError(f"{len(failed)} of {len(outcomes)} trials failed: {', '.join(failed)}; see above")
@@ -144,7 +147,8 @@ def _baseline() -> str:
 
 def _check_pushed(commit: str, remote: str) -> None:
     tips = [
-        line.split()[0] for line in _git("ls-remote", remote, what=f"the git remote {remote}").splitlines()
+        line.split()[0]
+        for line in _git("ls-remote", remote, what=f"the git remote {redact(remote)}").splitlines()
     ]
     for tip in tips:
         if (
@@ -155,18 +159,18 @@ def _check_pushed(commit: str, remote: str) -> None:
         ):
             return
     raise PipelineError(
-        f"commit {commit[:12]} is not on the git remote {remote} (or not fetched here): push it "
+        f"commit {commit[:12]} is not on the git remote {redact(remote)} (or not fetched here): push it "
         "(`git push`), then start the sweep again: every trial clones it from there"
     )
 
 
 def _default_dvc_remote() -> str:
-    result = subprocess.run(["dvc", "remote", "list"], capture_output=True, text=True)
-    default = subprocess.run(["dvc", "remote", "default"], capture_output=True, text=True).stdout.strip()
-    for line in result.stdout.splitlines():
-        name, _, url = line.partition("\t")
-        if name.strip() == default and url.strip():
-            return url.strip()
+    """The URL of this project's default DVC remote (`dvc remote add -d`)."""
+    name = subprocess.run(["dvc", "remote", "default"], capture_output=True, text=True).stdout.strip()
+    if name:
+        url = subprocess.run(["dvc", "config", f"remote.{name}.url"], capture_output=True, text=True)
+        if url.returncode == 0 and url.stdout.strip():
+            return url.stdout.strip()
     raise PipelineError(
         "no DVC remote: name one every node reaches with --dvc-remote, or `dvc remote add -d`"
     )
@@ -185,6 +189,11 @@ def _server(uri: str | None) -> str:
 
 def _check_names_free(planned, remote: str) -> None:
     result = subprocess.run(["dvc", "exp", "list", "--name-only", remote], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise PipelineError(
+            f"cannot list the experiments on the git remote {redact(remote)} (`dvc exp list`): "
+            f"{result.stderr.strip()[-300:]}"
+        )
     taken = {name for name in result.stdout.split()} & {trial.name for trial in planned}
     if taken:
         raise PipelineError(

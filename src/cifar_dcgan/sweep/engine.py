@@ -44,9 +44,13 @@ def _trainable(config: dict, source: Source) -> None:
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(str(kept)) if kept else None)
 
     checkpoint = tune.get_checkpoint()
-    with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume:
-        run_trial(trial, source, folder, Path(resume) if resume else None, report)
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        with checkpoint.as_directory() if checkpoint else contextlib.nullcontext() as resume:
+            run_trial(trial, source, folder, Path(resume) if resume else None, report)
+    except PipelineError as error:  # a training that failed fails again: only a dead node or process is rerun
+        tune.report({"finished": 0, "failure": str(error)[-3000:]})
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def run(
@@ -54,10 +58,20 @@ def run(
 ) -> list[dict]:
     """Run the sweep on the Ray cluster at `address`; one outcome per trial: its name, the
     epoch it resumed from, its error if any, and the seconds its parts took."""
-    import ray
-    from ray import tune
-
-    ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    try:
+        import ray
+        from ray import tune
+    except ImportError:
+        raise PipelineError("Ray is not installed: `make cluster` (pip install -e '.[cluster]')") from None
+    try:
+        ray.init(address=address, logging_level="ERROR", log_to_driver=False)
+    except Exception as error:  # unreachable, refused (token), or another Ray's version
+        first = (str(error).strip().splitlines() or [""])[0][:300]
+        raise PipelineError(
+            f"cannot join the Ray cluster at {address} ({type(error).__name__}: {first}): start it "
+            "(`ray start`, docs/sweeps.md), name it with RAY_ADDRESS or --ray-address, and set "
+            "RAY_AUTH_MODE=token with the cluster's token in ~/.ray/auth_token or RAY_AUTH_TOKEN"
+        ) from None
     try:
         ray.get(ray.remote(num_cpus=cpus, max_retries=max_failures)(prepare_judge).remote(source))
         tuner = tune.Tuner(
@@ -67,12 +81,13 @@ def run(
                 name=source.sweep,
                 storage_path=str(storage),
                 failure_config=tune.FailureConfig(max_failures=max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2),  # each holds every snapshot so far
                 verbose=1,
             ),
         )
         grid = tuner.fit()
-    except ray.exceptions.RayTaskError as error:
-        cause = error.as_instanceof_cause()
+    except ray.exceptions.RayError as error:  # the judge's task failed, or its node died every time
+        cause = getattr(error, "cause", None) or error
         raise PipelineError(f"the sweep's judge could not be prepared: {cause}") from None
     finally:
         ray.shutdown()
@@ -83,9 +98,11 @@ def run(
         outcomes.append(
             {
                 "name": name,
-                "finished": bool(metrics.get("done")),
+                "finished": bool(metrics.get("finished")),
                 "resumed_from_epoch": metrics.get("resumed_from_epoch", 0),
-                "error": str(result.error).strip().splitlines()[-1] if result.error else None,
+                "error": str(result.error).strip().splitlines()[-1]
+                if result.error
+                else metrics.get("failure"),
                 "seconds": {key: metrics[key] for key in ("setup_s", "repro_s", "push_s") if key in metrics},
                 "path": result.path,
             }

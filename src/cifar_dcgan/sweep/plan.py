@@ -8,9 +8,12 @@ import yaml
 
 from cifar_dcgan.errors import PipelineError, quoted
 
-NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.]*")  # a DVC experiment name's safe part; `-` joins arm and seed
+NAME = re.compile(
+    r"[A-Za-z0-9]+(?:[_.][A-Za-z0-9]+)*"
+)  # a DVC experiment name's safe part ("a..b" is no git ref); `-` joins arm and seed
 SEED_KEY = "train_gan.seed"
 PRECISION_KEY = "train_gan.precision"
+JUDGE_SECTIONS = ("prepare", "train_discriminator_sanity", "train_evaluator")  # the sweep's, not an arm's
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +47,13 @@ def trials(arms: list[list[str]], seeds: list[int], params: dict) -> list[Trial]
         checked = tuple(_override(item, params, name) for item in overrides)
         if any(key == SEED_KEY for key, _ in checked):
             raise PipelineError(f"arm {name} sets {SEED_KEY}: the seed comes from --seeds")
+        judged = [key for key, _ in checked if key.split(".")[0] in JUDGE_SECTIONS]
+        if judged:
+            raise PipelineError(
+                f"arm {name} changes {', '.join(judged)}: the data and the judge are the sweep's, "
+                "trained once for every arm (FCDs of different judges cannot be compared); change "
+                "them in params.yaml of the baseline commit instead"
+            )
         precision = dict(checked).get(PRECISION_KEY, _lookup(params, PRECISION_KEY))
         if precision == "auto":
             raise PipelineError(

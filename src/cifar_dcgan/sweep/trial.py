@@ -71,16 +71,22 @@ def run_trial(trial: Trial, source: Source, folder: Path, resume: Path | None, r
         )
     seconds["repro_s"] = time.monotonic() - started - seconds["setup_s"]
     command(["dvc", "exp", "save", "--quiet", "-n", trial.name], repo, source, log)
-    command(["dvc", "exp", "push", "--run-cache", "origin", trial.name], repo, source, log)
+    # --force: a name free when the sweep started can only hold an earlier attempt of this trial
+    command(["dvc", "exp", "push", "--force", "--run-cache", "origin", trial.name], repo, source, log)
     seconds["push_s"] = time.monotonic() - started - seconds["setup_s"] - seconds["repro_s"]
     metrics = json.loads((repo / "reports" / "train_gan" / "metrics.json").read_text())
-    final = {**_numbers(metrics), **seconds, "resumed_from_epoch": resumed_from, "done": 1}
-    report(final, keep(repo, folder / "final"))
+    final = {**_numbers(metrics), **seconds, "resumed_from_epoch": resumed_from, "finished": 1}
+    report(final, None)  # no checkpoint: a finished training's would make a rerun train again
     return final
 
 
 def restore(kept: Path, repo: Path) -> int:
     """Copy a kept checkpoint into the clone; the epochs it had done."""
+    if not (kept / "checkpoint" / "state.npz").is_file():
+        raise PipelineError(
+            f"the checkpoint Ray handed this rerun ({kept}) holds no training state: --storage must "
+            "be one folder every node reaches at the same path (NFS, say)"
+        )
     for part, place in PARTS.items():
         if (kept / part).is_dir():
             shutil.copytree(kept / part, repo / place, dirs_exist_ok=True)
@@ -97,11 +103,17 @@ def keep(repo: Path, target: Path) -> Path:
 
 
 def epochs_done(state: Path) -> int:
+    return _progress(state)[0]
+
+
+def _progress(state: Path) -> tuple[int, bool]:
+    """The epochs a checkpoint has done, and whether its training's reports were written."""
     try:
         with np.load(state, allow_pickle=False) as data:
-            return int(json.loads(str(data["meta"]))["epochs_done"])
+            meta = json.loads(str(data["meta"]))
+        return int(meta["epochs_done"]), bool(meta.get("reported"))
     except (OSError, ValueError, KeyError):
-        return 0
+        return 0, False
 
 
 def _watch(process: subprocess.Popen, repo: Path, folder: Path, resumed_from: int, report: Report) -> None:
@@ -115,8 +127,10 @@ def _watch(process: subprocess.Popen, repo: Path, folder: Path, resumed_from: in
             continue
         seen, count = stamp, count + 1
         kept = keep(repo, folder / f"checkpoint-{count:04d}")
-        epochs = epochs_done(kept / "checkpoint" / "state.npz")
-        if epochs > resumed_from:
+        epochs, reported = _progress(kept / "checkpoint" / "state.npz")
+        # not the finished training's last save: a rerun from it would train again from scratch
+        # (checkpoint.load), while the last epoch's checkpoint before it has its reports rewritten
+        if epochs > resumed_from and not reported:
             report({"epoch": epochs, "resumed_from_epoch": resumed_from, **_last_snapshot(kept)}, kept)
         shutil.rmtree(kept, ignore_errors=True)
 

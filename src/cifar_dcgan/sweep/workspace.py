@@ -6,12 +6,14 @@ import dataclasses
 import importlib.metadata
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
 from cifar_dcgan.errors import PipelineError
+from cifar_dcgan.store import redact
 
 # a checkpoint resumes only under the same code and libraries (its fingerprint says so)
 PACKAGES = ("tensorflow", "keras", "numpy", "mlflow", "dvc", "ray")
@@ -58,10 +60,27 @@ def check_environment(expected: dict[str, str]) -> None:
         )
 
 
+LOGIN = (
+    "MLFLOW_TRACKING_USERNAME",
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "MLFLOW_TRACKING_INSECURE_TLS",
+    "MLFLOW_TRACKING_SERVER_CERT_PATH",
+    "MLFLOW_TRACKING_CLIENT_CERT_PATH",
+)  # a node's own login to the server
+
+
+CREDENTIALS = re.compile(r"([a-z][a-z0-9+.-]*://)[^/\s@]+@")
+
+
 def env(source: Source, repo: Path) -> dict[str, str]:
     """The environment of a trial's commands: the clone's own code first on the path, the
     sweep's tracking server and name, this interpreter's `dvc` and `python`."""
-    values = {key: value for key, value in os.environ.items() if not key.startswith(("MLFLOW_", "DVC_"))}
+    values = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("MLFLOW_", "DVC_")) or key.startswith(LOGIN)
+    }
     values.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{values.get('PATH', '')}",
         PYTHONPATH=str(repo / "src"),
@@ -77,20 +96,25 @@ def env(source: Source, repo: Path) -> dict[str, str]:
 def command(args: list[str], repo: Path, source: Source, log: Path, check: bool = True) -> int:
     """Run `args` in `repo`, its output appended to `log`; a failure raises, quoting the end of it."""
     with open(log, "a") as out:
-        out.write(f"$ {' '.join(args)}\n")
+        out.write(f"$ {shown(args)}\n")
         out.flush()
         code = subprocess.run(
             args, cwd=repo, env=env(source, repo), stdout=out, stderr=subprocess.STDOUT
         ).returncode
     if check and code != 0:
-        raise PipelineError(
-            f"`{' '.join(args)}` failed (exit {code}) on {socket.gethostname()}:\n{tail(log)}"
-        )
+        raise PipelineError(f"`{shown(args)}` failed (exit {code}) on {socket.gethostname()}:\n{tail(log)}")
     return code
 
 
+def shown(args: list[str]) -> str:
+    """A command as logs and messages show it: URLs without their credentials."""
+    return " ".join(redact(arg) if "://" in arg else arg for arg in args)
+
+
 def tail(log: Path) -> str:
-    return "\n".join(log.read_text(errors="replace").splitlines()[-LOG_LINES:])
+    """The end of a trial's log, any credentials in URLs (`scheme://user:secret@`) hidden."""
+    lines = log.read_text(errors="replace").splitlines()[-LOG_LINES:]
+    return CREDENTIALS.sub(r"\1***@", "\n".join(lines))
 
 
 def clone(source: Source, folder: Path, log: Path) -> Path:
@@ -100,7 +124,7 @@ def clone(source: Source, folder: Path, log: Path) -> Path:
     command(["git", "clone", "--quiet", "--no-checkout", source.git_remote, str(repo)], folder, source, log)
     if command(["git", "checkout", "--quiet", source.commit], repo, source, log, check=False) != 0:
         raise PipelineError(
-            f"commit {source.commit} is not on the git remote {source.git_remote}: push it there "
+            f"commit {source.commit} is not on the git remote {redact(source.git_remote)}: push it there "
             "(`git push`), then start the sweep again"
         )
     command(
