@@ -8,7 +8,7 @@ CLUSTER := $(VENV)/.cluster
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: help install cluster browser fashion-mnist postgres repro compare test test-fast bench bench-stabilizers bench-data bench-evaluator bench-server profile lint format clean
+.PHONY: help install cluster browser fashion-mnist postgres repro compare test test-fast bench bench-stabilizers bench-data bench-evaluator bench-server bench-sweep profile lint format clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -68,6 +68,9 @@ bench-evaluator: $(STAMP)  ## where train-evaluator's time goes: a batch with an
 
 bench-server: $(CLUSTER) postgres  ## the tracking server on PostgreSQL under 1 to 32 writers at once: values stored per second, any lost
 	python benchmarks/bench_server.py
+
+bench-sweep: $(CLUSTER) postgres  ## a sweep on a Ray cluster against dvc queue, the quick profile (~30 min; as root; ARCHIVE=cifar-10-python.tar.gz)
+	python benchmarks/bench_sweep.py --archive "$(ARCHIVE)"
 
 profile: $(STAMP)  ## where one iteration's time goes, by kind of op, in float32 and bf16 (minutes; a quiet machine)
 	python benchmarks/profile_step.py
