@@ -1,6 +1,7 @@
 """`cifar-dcgan-sweep`: the plan it makes of arms x seeds, what it refuses before any machine
 starts, and (slow) a whole sweep on a real Ray cluster with a worker node powered off."""
 
+import getpass
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ import postgres
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.sweep.plan import trials
 from cifar_dcgan.sweep.workspace import check_environment, environment, shown, tail
+from cifar_dcgan.tracking import end_orphaned_runs
 from conftest import REPO, project_env, run
 
 PARAMS = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -65,6 +67,37 @@ def test_a_failed_command_quotes_its_log_without_the_credentials_in_urls(tmp_pat
     assert "ghp_secret" not in quoted and "ann" not in quoted and "pw@" not in quoted
     assert "https://***@git.example.com/gan.git" in quoted and "http://***@tracking:5000" in quoted
     assert shown(["git", "clone", "https://ann:ghp_secret@h/g.git"]) == "git clone https://***@h/g.git"
+
+
+def test_a_rerun_ends_the_runs_its_dead_attempt_left_running_and_no_one_elses(tmp_path):
+    """A machine that died mid-stage left its run RUNNING; the trial's rerun ends it as KILLED,
+    but not the run its checkpoint continues, nor the same-named experiment of another sweep."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("cifar10-dcgan")
+
+    def parent(sweep: str) -> str:
+        identity = {"dvc_exp_name": "base-1", "dvc_exp_baseline_rev": "abc", "sweep": sweep}
+        tags = {"dvc_experiment": "true", "mlflow.user": getpass.getuser(), **identity}
+        return client.create_run(experiment, run_name="base-1", tags=tags).info.run_id
+
+    def child(parent_id: str, name: str) -> str:
+        return client.create_run(
+            experiment, run_name=name, tags={"mlflow.parentRunId": parent_id}
+        ).info.run_id
+
+    mine, theirs = parent("s1"), parent("s2")
+    dead, continued = child(mine, "base-1/select-generator"), child(mine, "base-1/train-gan")
+    other = child(theirs, "base-1/train-gan")
+    env = {"MLFLOW_TRACKING_URI": uri, "DVC_EXP_NAME": "base-1", "DVC_EXP_BASELINE_REV": "abc"}
+    ended = end_orphaned_runs({**env, "CIFAR_DCGAN_SWEEP": "s1"}, "cifar10-dcgan", continued, "a rerun")
+    assert ended == ["base-1/select-generator"]
+    assert client.get_run(dead).info.status == "KILLED"
+    assert client.get_run(dead).data.tags["ended_by"] == "a rerun"
+    assert client.get_run(continued).info.status == "RUNNING"
+    assert client.get_run(other).info.status == "RUNNING"
 
 
 def test_the_sweep_refuses_a_file_store_and_an_unpushed_commit_before_starting_anything(project, tmp_path):

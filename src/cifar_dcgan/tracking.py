@@ -274,19 +274,8 @@ def _experiment_parent(client, experiment: str) -> str | None:
     name = os.environ.get("DVC_EXP_NAME")
     if not name:
         return None
-    identity = {
-        "dvc_exp_name": name,
-        "dvc_exp_baseline_rev": os.environ.get("DVC_EXP_BASELINE_REV", ""),
-        "mlflow.user": getpass.getuser(),
-        "sweep": os.environ.get("CIFAR_DCGAN_SWEEP", ""),
-    }
-    condition = tag_condition("dvc_exp_name", name)  # MLflow's filter has no escapes: None if unquotable
-    found = client.search_runs(
-        [experiment],
-        filter_string=" and ".join(filter(None, [condition, "tags.dvc_experiment = 'true'"])),
-        max_results=1000,
-    )
-    found = [run for run in found if _same_experiment(run.data.tags, identity)]
+    identity = _identity(os.environ)
+    found = _parents(client, experiment, identity)
     if found:
         return found[0].info.run_id
     tags = {
@@ -298,6 +287,48 @@ def _experiment_parent(client, experiment: str) -> str | None:
     if commit:
         tags["mlflow.source.git.commit"] = commit
     return client.create_run(experiment, run_name=name, tags=tags).info.run_id
+
+
+def _identity(env: Mapping[str, str]) -> dict[str, str]:
+    """What tells one DVC experiment's parent run from another's of the same name."""
+    return {
+        "dvc_exp_name": env.get("DVC_EXP_NAME", ""),
+        "dvc_exp_baseline_rev": env.get("DVC_EXP_BASELINE_REV", ""),
+        "mlflow.user": getpass.getuser(),
+        "sweep": env.get("CIFAR_DCGAN_SWEEP", ""),
+    }
+
+
+def _parents(client, experiment: str, identity: Mapping[str, str]) -> list:
+    condition = tag_condition("dvc_exp_name", identity["dvc_exp_name"])  # None if unquotable
+    found = client.search_runs(
+        [experiment],
+        filter_string=" and ".join(filter(None, [condition, "tags.dvc_experiment = 'true'"])),
+        max_results=1000,
+    )
+    return [run for run in found if _same_experiment(run.data.tags, identity)]
+
+
+def end_orphaned_runs(env: Mapping[str, str], experiment_name: str, keep: str | None, why: str) -> list[str]:
+    """End as KILLED the stage runs still RUNNING under the DVC experiment that `env` names
+    (its name, baseline and sweep), except `keep`: runs of an earlier attempt whose machine
+    died, which nothing else would ever end. Returns the names of the runs ended."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri(env))
+    found = client.get_experiment_by_name(experiment_name)
+    if found is None:
+        return []
+    ended = []
+    for parent in _parents(client, found.experiment_id, _identity(env)):
+        running = f"tags.mlflow.parentRunId = '{parent.info.run_id}' and attributes.status = 'RUNNING'"
+        children = client.search_runs([found.experiment_id], filter_string=running)
+        for run in children:
+            if run.info.run_id != keep:
+                client.set_tag(run.info.run_id, "ended_by", why)
+                client.set_terminated(run.info.run_id, status="KILLED")
+                ended.append(run.info.run_name)
+    return ended
 
 
 def _same_experiment(tags: Mapping[str, str], identity: Mapping[str, str]) -> bool:

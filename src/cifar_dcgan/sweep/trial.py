@@ -21,11 +21,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import yaml
 from dvc.utils.hydra import apply_overrides  # what `dvc exp run -S` applies
 
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.sweep.plan import Trial
 from cifar_dcgan.sweep.workspace import Source, check_environment, clone, command, env, tail
+from cifar_dcgan.tracking import end_orphaned_runs
 
 POLL_SECONDS = 1.0  # how often the trial looks for a new epoch checkpoint
 PARTS = {"checkpoint": "models/checkpoint", "snapshots": "models/snapshots"}  # kept folder: clone's folder
@@ -48,6 +50,7 @@ def run_trial(trial: Trial, source: Source, folder: Path, resume: Path | None, r
     apply_overrides(repo / "params.yaml", list(trial.overrides))
     run = ["dvc", "repro", "--pull"]
     experiment = {"DVC_EXP_NAME": trial.name, "DVC_EXP_BASELINE_REV": source.commit}
+    _end_orphans(repo, {**env(source, repo), **experiment}, log)
     seconds = {"setup_s": time.monotonic() - started}
     with open(log, "a") as out:
         out.write(f"$ {' '.join(run)}  (experiment {trial.name}: {' '.join(trial.overrides)})\n")
@@ -108,12 +111,16 @@ def epochs_done(state: Path) -> int:
 
 def _progress(state: Path) -> tuple[int, bool]:
     """The epochs a checkpoint has done, and whether its training's reports were written."""
+    meta = _meta(state)
+    return int(meta.get("epochs_done", 0)), bool(meta.get("reported"))
+
+
+def _meta(state: Path) -> dict:
     try:
         with np.load(state, allow_pickle=False) as data:
-            meta = json.loads(str(data["meta"]))
-        return int(meta["epochs_done"]), bool(meta.get("reported"))
+            return json.loads(str(data["meta"]))
     except (OSError, ValueError, KeyError):
-        return 0, False
+        return {}
 
 
 def _watch(process: subprocess.Popen, repo: Path, folder: Path, resumed_from: int, report: Report) -> None:
@@ -135,6 +142,24 @@ def _watch(process: subprocess.Popen, repo: Path, folder: Path, resumed_from: in
         shutil.rmtree(kept, ignore_errors=True)
 
 
+def _end_orphans(repo: Path, variables: dict, log: Path) -> None:
+    """Runs an earlier attempt of this trial left RUNNING when its machine died, ended as
+    KILLED; not the run the restored checkpoint continues."""
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    state = repo / PARTS["checkpoint"] / "state.npz"
+    keep_run = _meta(state).get("run_id") if state.is_file() else None
+    with open(log, "a") as out:
+        try:
+            ended = end_orphaned_runs(
+                variables, params["tracking"]["experiment"], keep_run, "a rerun of its sweep trial"
+            )
+        except Exception as error:  # tracking must never stop training
+            out.write(f"warning: could not end an earlier attempt's runs: {type(error).__name__}: {error}\n")
+            return
+        if ended:
+            out.write(f"ended as KILLED, left RUNNING by an earlier attempt: {', '.join(ended)}\n")
+
+
 def _stamp(path: Path) -> tuple[int, int] | None:
     try:
         stat = path.stat()
@@ -145,11 +170,7 @@ def _stamp(path: Path) -> tuple[int, int] | None:
 
 def _last_snapshot(kept: Path) -> dict:
     """The FCD of the latest snapshot the checkpoint records, for Ray's progress table."""
-    try:
-        with np.load(kept / "checkpoint" / "state.npz", allow_pickle=False) as data:
-            rows = json.loads(str(data["meta"])).get("rows") or []
-    except (OSError, ValueError, KeyError):
-        return {}
+    rows = _meta(kept / "checkpoint" / "state.npz").get("rows") or []
     return {"fcd": float(rows[-1]["fcd"])} if rows and "fcd" in rows[-1] else {}
 
 
