@@ -51,25 +51,17 @@ def main() -> None:
         sys.exit(
             f"--archive {args.archive}: no such file; give the CIFAR-10 archive (cifar-10-python.tar.gz)"
         )
+    sys.path.insert(0, str(REPO / "tests"))
+    import ray_cluster
+
     if not args.inside:
         if os.geteuid() != 0 or not shutil.which("unshare"):
             sys.exit("bench_sweep.py needs root and unshare (network and PID namespaces)")
-        command = [
-            "unshare",
-            "--net",
-            "--pid",
-            "--fork",
-            "--mount-proc",
-            sys.executable,
-            *sys.argv,
-            "--inside",
-        ]
-        sys.exit(subprocess.run(command).returncode)
-    sys.path.insert(0, str(REPO / "tests"))
+        command = [*ray_cluster.ISOLATED, sys.executable, *sys.argv, "--inside"]
+        os.execvp(command[0], command)  # a signal to this process reaches unshare, which passes it on
     from bench_step import cpu_name
 
     import postgres
-    import ray_cluster
 
     if postgres.available():
         sys.exit(postgres.available())

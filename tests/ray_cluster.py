@@ -17,6 +17,9 @@ import time
 from pathlib import Path
 
 RAY = Path(sys.executable).parent / "ray"
+# a command's own network and PID namespaces: its services listen on a loopback of their own
+# and die with it, also when the command is killed (root only)
+ISOLATED = ["unshare", "--net", "--pid", "--fork", "--mount-proc", "--kill-child"]
 PORTS_PER_NODE = 40  # a node's fixed ports, then its workers' range
 HEALTH = {
     "RAY_health_check_period_ms": "1000",

@@ -13,6 +13,7 @@ import pytest
 import yaml
 
 import postgres
+import ray_cluster
 from cifar_dcgan.errors import PipelineError
 from cifar_dcgan.sweep.plan import trials
 from cifar_dcgan.sweep.workspace import check_environment, environment, shown, tail
@@ -154,11 +155,7 @@ def test_a_sweep_on_a_cluster_survives_a_node_powered_off_mid_training(tmp_path)
     is powered off once a trial on it has reported an epoch checkpoint."""
     done = subprocess.run(
         [
-            "unshare",
-            "--net",
-            "--pid",
-            "--fork",
-            "--mount-proc",
+            *ray_cluster.ISOLATED,
             sys.executable,
             str(Path(__file__).with_name("sweep_cluster.py")),
             str(tmp_path),
