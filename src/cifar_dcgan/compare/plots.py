@@ -12,6 +12,7 @@ from cifar_dcgan.compare.text import plain
 from cifar_dcgan.images import plt, save_figure
 
 ONE_PANEL = 4  # groups drawn in one FCD panel; more bands than this hide each other
+LEGEND_WIDTH = 56  # characters of a legend line: a longer label wraps instead of leaving the figure
 
 Band = tuple[Sequence[float], Sequence[float], Sequence, Sequence]  # x, y, low, high (None: unknown)
 
@@ -94,7 +95,7 @@ def save_band_plot(path: Path, series: dict[str, Band], xlabel: str, ylabel: str
     where both are known."""
     figure, axes = plt.subplots(figsize=(8, 4.5), dpi=100)
     for name, band in series.items():
-        _band(axes, name, band)
+        _band(axes, textwrap.fill(name, LEGEND_WIDTH), band)  # a long label would run off the figure
     save_figure(figure, axes, path, xlabel, ylabel, title)
 
 
