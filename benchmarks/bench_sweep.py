@@ -1,5 +1,5 @@
 """What a sweep on a Ray cluster costs against one machine's `dvc queue`: the same 2 arms x 2
-seeds of the quick profile (`QUICK` of the README) on the real CIFAR-10 archive, run once
+seeds of the quick profile (docs/comparing.md) on the real CIFAR-10 archive, run once
 each way on this machine.
 
     python benchmarks/bench_sweep.py --archive cifar-10-python.tar.gz    (as root; ~30 min)

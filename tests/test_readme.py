@@ -184,7 +184,7 @@ def wait_for_queue(project: Path, env: dict[str, str], minutes: float) -> str:
 
 @pytest.mark.slow
 def test_the_readme_sweep_queues_seeds_trains_the_evaluator_once_and_compares(project, archive):
-    """The documented sweep (2 seeds a side instead of 3, tiny params instead of QUICK), then
+    """The documented sweep (2 seeds a side instead of 3, tiny params instead of PROFILE), then
     its comparison and its compact `dvc exp show`."""
     from mlflow import MlflowClient
 
@@ -195,11 +195,11 @@ def test_the_readme_sweep_queues_seeds_trains_the_evaluator_once_and_compares(pr
     run(["git", "commit", "-qm", "tiny"], project)
     env = fresh_shell(project)
     sweep = command_lines(block_under("A seed sweep"))
-    assert any(line.startswith("QUICK=") for line in sweep)
+    assert any(line.startswith("PROFILE=") for line in sweep)
     # the evaluator's params differ from the committed (never run) baseline: the first
     # experiment trains it, the others must take it from DVC's run cache
     lines = [
-        'QUICK="-S train_evaluator.seed=2"' if line.startswith("QUICK=") else line.replace("1,2,3", "1,2")
+        'PROFILE="-S train_evaluator.seed=2"' if line.startswith("PROFILE=") else line.replace("1,2,3", "1,2")
         for line in sweep
     ]
     shell(lines, project, env)
