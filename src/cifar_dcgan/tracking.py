@@ -313,9 +313,7 @@ def end_orphaned_runs(env: Mapping[str, str], experiment_name: str, keep: str | 
     """End as KILLED the stage runs still RUNNING under the DVC experiment that `env` names
     (its name, baseline and sweep), except `keep`: runs of an earlier attempt whose machine
     died, which nothing else would ever end. Returns the names of the runs ended."""
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri(env))
+    client = open_store(tracking_uri(env))  # on a server, MLflow's retries bounded as every stage's
     found = client.get_experiment_by_name(experiment_name)
     if found is None:
         return []
